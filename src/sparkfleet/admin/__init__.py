@@ -1,0 +1,1 @@
+"""Admin HTTP server: REST API and Prometheus metrics."""

@@ -1,0 +1,98 @@
+"""Admin HTTP API: health, clusters, sessions, queries, runtimes and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sparkfleet.errors import SparkfleetError
+from sparkfleet.fleet.model import ClusterState
+from sparkfleet.store.clusters import list_clusters
+from sparkfleet.store.queries import list_queries
+from sparkfleet.store.sessions import list_sessions
+
+if TYPE_CHECKING:
+    from sparkfleet.app import Sparkfleet
+
+_MAX_LIMIT = 10_000
+
+
+def _limit(request: Request, default: int) -> int:
+    raw = request.query_params.get("limit", str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SparkfleetError(f"limit must be an integer, got {raw!r}") from None
+    if not 1 <= value <= _MAX_LIMIT:
+        raise SparkfleetError(f"limit must be between 1 and {_MAX_LIMIT}, got {value}")
+    return value
+
+
+def build_admin_app(app: "Sparkfleet") -> Starlette:
+    async def health(request: Request) -> JSONResponse:
+        clusters = app.fleet.clusters()
+        ready = sum(1 for c in clusters if c.state is ClusterState.READY)
+        return JSONResponse(
+            {
+                "status": "ok" if ready else "degraded",
+                "clusters_ready": ready,
+                "clusters_total": sum(1 for c in clusters if c.state not in _ENDED),
+                "sessions": len(app.sessions),
+                "gateway": app.gateway_url,
+            }
+        )
+
+    async def clusters(request: Request) -> JSONResponse:
+        rows = list_clusters(app.db, include_history=request.query_params.get("history", "1") != "0")
+        live = {c.id: c for c in app.fleet.clusters()}
+        for row in rows:
+            cluster = live.get(row["id"])
+            row["running_queries"] = cluster.running_queries if cluster else 0
+            row["sessions"] = len(cluster.sessions) if cluster else 0
+        return JSONResponse(rows)
+
+    async def sessions(request: Request) -> JSONResponse:
+        return JSONResponse(list_sessions(app.db, _limit(request, 1000)))
+
+    async def queries(request: Request) -> JSONResponse:
+        rows = list_queries(
+            app.db,
+            _limit(request, 200),
+            session_id=request.query_params.get("session_id"),
+            state=request.query_params.get("state"),
+        )
+        return JSONResponse(rows)
+
+    async def runtimes(request: Request) -> JSONResponse:
+        rt = app.runtime
+        in_use = sum(1 for c in app.fleet.clusters() if c.runtime.name == rt.name and c.state not in _ENDED)
+        return JSONResponse(
+            [{"name": rt.name, "version": rt.version, "state": "default", "clusters": in_use,
+              "default_conf": rt.default_conf}]
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(app.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def handle_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SparkfleetError)
+        return JSONResponse({"error": exc.error_class, "message": exc.message}, status_code=400)
+
+    return Starlette(
+        routes=[
+            Route("/api/health", health),
+            Route("/api/clusters", clusters),
+            Route("/api/sessions", sessions),
+            Route("/api/queries", queries),
+            Route("/api/runtimes", runtimes),
+            Route("/metrics", metrics),
+        ],
+        exception_handlers={SparkfleetError: handle_error},
+    )
+
+
+_ENDED: frozenset[Any] = frozenset({ClusterState.STOPPED, ClusterState.FAILED, ClusterState.LOST})

@@ -1,0 +1,64 @@
+"""Prometheus metrics of one sparkfleet instance (its own registry, no process-global state)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sparkfleet.fleet.model import ClusterState
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _FleetCollector(Collector):
+    """Reads cluster counts at scrape time, so the numbers are never stale."""
+
+    def __init__(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self._clusters = clusters
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily(
+            "sparkfleet_clusters", "Clusters by size class and state", labels=["size", "state"]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for size, state in self._clusters():
+            counts[(size, state)] = counts.get((size, state), 0) + 1
+        for size in sorted({s for s, _ in counts} or {""}):
+            for state in ClusterState:
+                if size:
+                    family.add_metric([size, state.value], counts.get((size, state.value), 0))
+        yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.rpcs = Counter(
+            "sparkfleet_rpc", "Spark Connect RPCs served, by method and gRPC status code",
+            ["method", "code"], registry=self.registry,
+        )
+        self.rpc_latency = Histogram(
+            "sparkfleet_rpc_duration_seconds", "Time to serve an RPC (streams: until the last message)",
+            ["method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.active_streams = Gauge(
+            "sparkfleet_active_streams", "Response streams being forwarded now", ["method"],
+            registry=self.registry,
+        )
+        self.queries = Counter(
+            "sparkfleet_queries", "ExecutePlan operations finished, by outcome", ["outcome"],
+            registry=self.registry,
+        )
+        self.response_bytes = Counter(
+            "sparkfleet_response_bytes", "Bytes of responses forwarded to clients", registry=self.registry,
+        )
+        self.sessions = Gauge("sparkfleet_sessions", "Client sessions known to the gateway", registry=self.registry)
+
+    def watch_fleet(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        self.registry.register(_FleetCollector(clusters))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,140 @@
+"""One sparkfleet instance: store, fleet, gateway and admin server, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import uvicorn
+
+from sparkfleet.admin.api import build_admin_app
+from sparkfleet.admin.metrics import Metrics
+from sparkfleet.clock import Clock, SystemClock
+from sparkfleet.config import Settings
+from sparkfleet.errors import EnvironmentProblem
+from sparkfleet.fleet.controller import FleetController
+from sparkfleet.fleet.provisioners.local import LocalProvisioner, ProgressCallback
+from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_runtime
+from sparkfleet.gateway.forwarding import Backends
+from sparkfleet.gateway.operations import OperationRegistry
+from sparkfleet.gateway.routing import Router
+from sparkfleet.gateway.server import build_handler, start_grpc_server
+from sparkfleet.gateway.service import SparkConnectService
+from sparkfleet.gateway.sessions import SessionRegistry
+from sparkfleet.store import Database
+
+log = logging.getLogger(__name__)
+
+PROVISIONERS = {"local": LocalProvisioner}
+
+
+class _QuietUvicorn(uvicorn.Server):
+    """Uvicorn without its own signal handling: the app decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Sparkfleet:
+    def __init__(self, settings: Settings, clock: Clock | None = None, progress: ProgressCallback | None = None):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._progress = progress
+        self.runtime: Runtime
+        self.db: Database
+        self.fleet: FleetController
+        self.sessions: SessionRegistry
+        self.metrics = Metrics()
+        self._grpc: grpc.aio.Server | None = None
+        self._admin: _QuietUvicorn | None = None
+        self._admin_task: asyncio.Task[None] | None = None
+        self._backends: Backends | None = None
+        self.port = 0
+        self.admin_port = 0
+
+    @property
+    def gateway_url(self) -> str:
+        return f"sc://localhost:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://localhost:{self.admin_port}"
+
+    @property
+    def ready_line(self) -> str:
+        return f"sparkfleet ready: {self.gateway_url} admin {self.admin_url}"
+
+    async def start(self) -> None:
+        """Start everything; on failure, stop what already started and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        s = self.settings
+        check_java()
+        self.runtime = installed_pyspark_runtime()
+        data_dir = Path(s.data_dir)
+        self.db = Database(data_dir / "sparkfleet.db").open()
+        provisioner_cls = PROVISIONERS.get(s.pool.provisioner)
+        if provisioner_cls is None:
+            raise EnvironmentProblem(
+                f"unknown provisioner {s.pool.provisioner!r}; available: {sorted(PROVISIONERS)}"
+            )
+        provisioner = provisioner_cls(data_dir, s.pool.start_timeout_s, s.pool.stop_timeout_s)
+        self.fleet = FleetController(s, provisioner, self.runtime, self.db, self.clock, self._progress)
+        self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()))
+        self.sessions = SessionRegistry(self.db, self.clock)
+        operations = OperationRegistry(self.db, self.clock)
+        self._backends = Backends(self.fleet)
+        router = Router(self.fleet, self.sessions, operations, self._backends)
+        service = SparkConnectService(router)
+
+        await self._start_admin()
+        await self.fleet.start()
+        self._grpc, self.port = await start_grpc_server(
+            build_handler(service, self.metrics), s.gateway.host, s.gateway.port
+        )
+
+    async def _start_admin(self) -> None:
+        s = self.settings.admin
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((socket.gethostbyname(s.host), s.port))
+        except OSError as exc:
+            sock.close()
+            raise EnvironmentProblem(f"admin server cannot listen on {s.host}:{s.port}: {exc}") from exc
+        self.admin_port = sock.getsockname()[1]
+        config = uvicorn.Config(build_admin_app(self), log_level="warning", lifespan="off", access_log=False)
+        self._admin = _QuietUvicorn(config)
+        self._admin_task = asyncio.get_running_loop().create_task(self._admin.serve(sockets=[sock]))
+        while not self._admin.started:
+            if self._admin_task.done():
+                self._admin_task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop accepting clients, stop every cluster, close the store. Safe to call twice."""
+        if self._grpc is not None:
+            await self._grpc.stop(self.settings.gateway.shutdown_grace_s)
+            self._grpc = None
+        if hasattr(self, "fleet"):
+            await self.fleet.shutdown()
+        if self._backends is not None:
+            await self._backends.close()
+            self._backends = None
+        if self._admin is not None and self._admin_task is not None:
+            self._admin.should_exit = True
+            await asyncio.gather(self._admin_task, return_exceptions=True)
+            self._admin = None
+        if hasattr(self, "db"):
+            self.db.close()

@@ -1,0 +1,156 @@
+"""Command line: ``sparkfleet up | status | bench | compat``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+
+from sparkfleet.config import DEFAULT_ADMIN_PORT, load_settings
+from sparkfleet.errors import SparkfleetError
+
+err = Console(stderr=True, highlight=False)
+
+
+def _progress_printer():  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+
+    def show(cluster_id: str, message: str) -> None:
+        err.print(f"[dim]{time.monotonic() - start:6.1f}s[/dim] [bold cyan]{cluster_id}[/bold cyan] {message}")
+
+    return show
+
+
+async def _run_up(args: argparse.Namespace) -> int:
+    from sparkfleet.app import Sparkfleet
+
+    settings = load_settings(
+        args.config,
+        **{
+            "gateway.port": args.port,
+            "gateway.host": args.host,
+            "admin.port": args.admin_port,
+            "data_dir": args.data_dir,
+        },
+    )
+    app = Sparkfleet(settings, progress=_progress_printer())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    err.print(
+        f"sparkfleet: starting {len(settings.pool.clusters)} cluster(s) "
+        f"({', '.join(settings.pool.clusters)}), data in {settings.data_dir}"
+    )
+    starting = loop.create_task(app.start())
+    stopping = loop.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        err.print("sparkfleet: interrupted while starting; stopping clusters")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        return 130
+    starting.result()  # raises the start error, after start() cleaned up
+    print(app.ready_line, flush=True)
+    await stopping
+    err.print("sparkfleet: stopping")
+    await app.stop()
+    err.print("sparkfleet: stopped")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    return asyncio.run(_run_up(args))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    base = f"http://localhost:{args.admin_port}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/health", timeout=5) as r:
+            health = json.load(r)
+        with urllib.request.urlopen(f"{base}/api/clusters?history=0", timeout=5) as r:
+            clusters = json.load(r)
+    except (urllib.error.URLError, OSError) as exc:
+        err.print(f"sparkfleet is not answering at {base}: {exc}")
+        return 1
+    from rich.table import Table
+
+    out = Console()
+    out.print(f"gateway {health['gateway']}  status [bold]{health['status']}[/bold]  sessions {health['sessions']}")
+    table = Table("id", "size", "runtime", "state", "address", "pid", "cores", "memory_mb", "running")
+    for c in clusters:
+        if c["state"] in ("stopped", "lost", "failed") and not args.all:
+            continue
+        table.add_row(c["id"], c["size"], c["runtime"], c["state"], c["address"] or "", str(c["pid"] or ""),
+                      str(c["cores"]), str(c["memory_mb"]), str(c["running_queries"]))
+    out.print(table)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from sparkfleet.bench import run_benchmark
+
+    return run_benchmark(args.name, args.bench_args)
+
+
+def _cmd_compat(args: argparse.Namespace) -> int:
+    from sparkfleet.bench.doctests import run_compat
+
+    return run_compat(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparkfleet", description="Self-hosted serverless Apache Spark")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what every part is doing")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the gateway, the admin server and the pool (foreground)")
+    up.add_argument("--config", type=Path, help="TOML configuration file")
+    up.add_argument("--host", help="gateway bind address (default localhost)")
+    up.add_argument("--port", type=int, help="gateway port (default 15002; 0 picks a free port)")
+    up.add_argument("--admin-port", type=int, help="admin HTTP port (default 15080; 0 picks a free port)")
+    up.add_argument("--data-dir", type=Path, help="where state lives (default ./.sparkfleet)")
+    up.set_defaults(func=_cmd_up)
+
+    status = sub.add_parser("status", help="show the health and clusters of a running sparkfleet")
+    status.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
+    status.add_argument("--all", action="store_true", help="include stopped and lost clusters")
+    status.set_defaults(func=_cmd_status)
+
+    bench = sub.add_parser("bench", help="run a benchmark (overhead, config-rpc)")
+    bench.add_argument("name")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
+
+    compat = sub.add_parser(
+        "compat", help="run pyspark's own Spark Connect doctests directly and through the gateway"
+    )
+    compat.add_argument("--modules", help="comma-separated pyspark.sql.connect modules (default: all)")
+    compat.add_argument("--jobs", type=int, default=2, help="doctest modules run at once")
+    compat.set_defaults(func=_cmd_compat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.func(args)
+    except SparkfleetError as exc:
+        err.print(f"[bold red]sparkfleet: {exc.message}[/bold red]")
+        return 2
+    except KeyboardInterrupt:
+        return 130

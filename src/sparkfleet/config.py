@@ -1,0 +1,127 @@
+"""Typed settings: defaults derived from the machine, a TOML file, then command-line flags.
+
+A typo in the file is an error, not a silently ignored key: every model forbids extra fields.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparkfleet.errors import ConfigError
+
+DEFAULT_GATEWAY_PORT = 15002
+DEFAULT_ADMIN_PORT = 15080
+DEFAULT_DATA_DIR = ".sparkfleet"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SizeClassSettings(_Strict):
+    """One cluster size (the "VM size"): driver cores (``local[N]``) and heap."""
+
+    cores: int = Field(ge=1)
+    memory_mb: int = Field(ge=512)
+
+
+def default_sizes(machine_cores: int | None = None) -> dict[str, SizeClassSettings]:
+    """S/M/L/XL by heap and cores, with cores capped to what this machine has."""
+    cores = machine_cores or len(os.sched_getaffinity(0))
+    return {
+        "S": SizeClassSettings(cores=1, memory_mb=1024),
+        "M": SizeClassSettings(cores=min(2, cores), memory_mb=2048),
+        "L": SizeClassSettings(cores=min(4, cores), memory_mb=4096),
+        "XL": SizeClassSettings(cores=min(8, cores), memory_mb=8192),
+    }
+
+
+class GatewaySettings(_Strict):
+    host: str = "localhost"
+    port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535)
+    # Seconds a client may take to stop a stream politely before the gateway cancels it on shutdown.
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+
+
+class AdminSettings(_Strict):
+    host: str = "localhost"
+    port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
+
+
+class PoolSettings(_Strict):
+    """The pool of clusters and how they are made real."""
+
+    provisioner: str = "local"
+    # Clusters kept running, by size class name; a lost cluster is replaced by one of its size.
+    clusters: list[str] = Field(default_factory=lambda: ["M"])
+    # Extra Spark confs for every cluster of the pool (server-wide confs such as reattach limits).
+    spark_conf: dict[str, str] = Field(default_factory=dict)
+    # Seconds to wait for a cluster to accept Spark Connect calls before giving up on it.
+    start_timeout_s: float = Field(default=180.0, gt=0)
+    # Seconds to wait after SIGTERM before a cluster's processes are killed.
+    stop_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Settings(_Strict):
+    gateway: GatewaySettings = GatewaySettings()
+    admin: AdminSettings = AdminSettings()
+    pool: PoolSettings = PoolSettings()
+    sizes: dict[str, SizeClassSettings] = Field(default_factory=default_sizes)
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes_not_empty(cls, sizes: dict[str, SizeClassSettings]) -> dict[str, SizeClassSettings]:
+        if not sizes:
+            raise ValueError("at least one size class is required")
+        return sizes
+
+    @model_validator(mode="after")
+    def _pool_sizes_exist(self) -> "Settings":
+        unknown = [name for name in self.pool.clusters if name not in self.sizes]
+        if unknown:
+            raise ValueError(
+                f"pool.clusters names unknown size class(es) {unknown}; known: {sorted(self.sizes)}"
+            )
+        return self
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, an optional TOML file and flag overrides (None = not given).
+
+    Overrides use dotted names: ``{"gateway.port": 0, "data_dir": "/tmp/x"}``.
+    """
+    raw: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(Path(config_file).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {config_file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        if "sizes" in raw:
+            # A file that names only some sizes keeps the machine defaults for the others.
+            merged = {k: v.model_dump() for k, v in default_sizes().items()}
+            merged.update(raw["sizes"])
+            raw["sizes"] = merged
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        source = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid configuration{source}: {problems}") from exc

@@ -1,0 +1,100 @@
+"""The one exception tree of sparkfleet; edges translate it to gRPC, HTTP and exit codes.
+
+Every error names what happened, why, and what the user can do. ``error_class`` follows Spark's
+naming (``FAMILY.DETAIL``) so clients show it through ``getCondition()`` like any Spark error.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SparkfleetError(Exception):
+    """Base of every error sparkfleet raises on purpose."""
+
+    error_class = "SPARKFLEET.INTERNAL"
+    sql_state = "XX000"
+    grpc_code = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(SparkfleetError):
+    """The configuration file, a flag or an environment variable is invalid."""
+
+    error_class = "SPARKFLEET.CONFIG"
+
+
+class EnvironmentProblem(SparkfleetError):
+    """The machine lacks something sparkfleet needs (Java, pyspark, a free port)."""
+
+    error_class = "SPARKFLEET.ENVIRONMENT"
+
+
+class StoreError(SparkfleetError):
+    """The embedded store could not be opened, migrated or written."""
+
+    error_class = "SPARKFLEET.STORE"
+
+
+class ClusterError(SparkfleetError):
+    """A cluster could not be started or stopped, or was lost."""
+
+    error_class = "SPARKFLEET.CLUSTER"
+
+
+class ClusterStartFailed(ClusterError):
+    error_class = "SPARKFLEET.CLUSTER_START_FAILED"
+
+
+class ClusterLost(ClusterError):
+    """The cluster that owned a request died or became unreachable while serving it."""
+
+    error_class = "SPARKFLEET.CLUSTER_LOST"
+    sql_state = "08006"
+
+    def __init__(self, message: str, cluster_id: str) -> None:
+        super().__init__(message)
+        self.cluster_id = cluster_id
+
+
+class InvalidTransition(SparkfleetError):
+    """A lifecycle table refused a state change; always a bug in sparkfleet."""
+
+    error_class = "SPARKFLEET.INVALID_TRANSITION"
+
+
+class NoCapacity(SparkfleetError):
+    """No cluster can take the request now and none can be started."""
+
+    error_class = "SPARKFLEET.NO_CAPACITY"
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    sql_state = "53000"
+
+
+class RequestError(SparkfleetError):
+    """The client sent something the gateway cannot serve."""
+
+    error_class = "SPARKFLEET.INVALID_REQUEST"
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    sql_state = "22023"
+
+
+class MalformedMessage(RequestError):
+    """Bytes that are not a valid encoding of the expected protobuf message."""
+
+    error_class = "SPARKFLEET.MALFORMED_REQUEST"
+
+
+class InvalidHandle(RequestError):
+    """Spark's own INVALID_HANDLE family, shaped exactly as a Spark server reports it."""
+
+    grpc_code = grpc.StatusCode.INTERNAL
+    sql_state = "HY000"
+    spark_exception_class = "org.apache.spark.SparkSQLException"
+
+    def __init__(self, message: str, error_class: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class

@@ -1,0 +1,1 @@
+"""Clusters: their model and lifecycle, the controller, runtimes and provisioners."""

@@ -1,0 +1,258 @@
+"""The fleet controller: makes the pool real through a provisioner, watches it, replaces losses.
+
+It owns the mutable cluster records; everything else sees :class:`FleetSnapshot` copies or asks
+for a cluster by id. Every state change goes through the lifecycle table and is recorded with
+its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Callable
+
+from sparkfleet.clock import Clock
+from sparkfleet.config import Settings
+from sparkfleet.errors import ClusterStartFailed, SparkfleetError
+from sparkfleet.fleet.model import (
+    ALIVE,
+    ClusterState,
+    ClusterView,
+    FleetSnapshot,
+    SizeClass,
+    check_transition,
+)
+from sparkfleet.fleet.provisioners.local import ClusterSpec, LocalCluster, LocalProvisioner, ProgressCallback
+from sparkfleet.fleet.runtimes import Runtime
+from sparkfleet.store import Database
+from sparkfleet.store.clusters import record_cluster, record_cluster_event
+
+log = logging.getLogger(__name__)
+
+ClusterListener = Callable[["Cluster"], None]
+
+
+@dataclass
+class Cluster:
+    id: str
+    size: SizeClass
+    runtime: Runtime
+    cpus: tuple[int, ...]
+    created_at: float
+    state: ClusterState = ClusterState.STARTING
+    handle: LocalCluster | None = None
+    running_queries: int = 0
+    sessions: set[str] = field(default_factory=set)
+    lost_reason: str = ""
+
+    @property
+    def address(self) -> str | None:
+        return self.handle.address if self.handle else None
+
+    @property
+    def token(self) -> str:
+        return self.handle.token if self.handle else ""
+
+    def view(self) -> ClusterView:
+        return ClusterView(
+            id=self.id,
+            size=self.size,
+            runtime=self.runtime.name,
+            state=self.state,
+            running_queries=self.running_queries,
+            sessions=len(self.sessions),
+        )
+
+    def describe(self) -> str:
+        pid = f", pid {self.handle.pid}" if self.handle else ""
+        return f"cluster {self.id} ({self.size.name}, Spark {self.runtime.name}{pid})"
+
+
+class FleetController:
+    def __init__(
+        self,
+        settings: Settings,
+        provisioner: LocalProvisioner,
+        runtime: Runtime,
+        db: Database,
+        clock: Clock,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self._settings = settings
+        self._provisioner = provisioner
+        self._runtime = runtime
+        self._db = db
+        self._clock = clock
+        self._progress = progress
+        self._clusters: dict[str, Cluster] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._listeners: list[ClusterListener] = []
+        self._cpus = sorted(_available_cpus())
+
+    # ---- queries from the rest of the system -------------------------------------------------
+
+    def snapshot(self) -> FleetSnapshot:
+        return FleetSnapshot(tuple(c.view() for c in self._clusters.values()))
+
+    def get(self, cluster_id: str) -> Cluster | None:
+        return self._clusters.get(cluster_id)
+
+    def clusters(self) -> list[Cluster]:
+        return list(self._clusters.values())
+
+    def on_state_change(self, listener: ClusterListener) -> None:
+        self._listeners.append(listener)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def size_class(self, name: str) -> SizeClass:
+        size = self._settings.sizes[name]
+        return SizeClass(name=name, cores=size.cores, memory_mb=size.memory_mb)
+
+    async def start(self) -> list[Cluster]:
+        """Start the configured pool and wait until every cluster is ready (or one fails)."""
+        self._forget_previous_run()
+        starts = [self.start_cluster(self.size_class(name)) for name in self._settings.pool.clusters]
+        return list(await asyncio.gather(*starts))
+
+    async def start_cluster(self, size: SizeClass, reason: str = "configured pool member") -> Cluster:
+        cluster = Cluster(
+            id=f"{size.name.lower()}-{secrets.token_hex(3)}",
+            size=size,
+            runtime=self._runtime,
+            cpus=self._allocate_cpus(size.cores),
+            created_at=self._clock.now(),
+        )
+        self._clusters[cluster.id] = cluster
+        self._record(cluster, f"starting: {reason}")
+        self._report(cluster.id, f"starting {size.name} ({size.cores} core(s), {size.memory_mb} MiB, "
+                                 f"CPUs {','.join(map(str, cluster.cpus))}, Spark {self._runtime.name})")
+        spec = ClusterSpec(
+            id=cluster.id,
+            size=size,
+            runtime=self._runtime,
+            cpus=cluster.cpus,
+            spark_conf=dict(self._settings.pool.spark_conf),
+        )
+        started_at = self._clock.monotonic()
+        try:
+            cluster.handle = await self._provisioner.start(spec, self._report)
+        except SparkfleetError as exc:
+            self._set_state(cluster, ClusterState.FAILED, str(exc).splitlines()[0])
+            raise
+        if self._stopping:
+            self._set_state(cluster, ClusterState.STOPPING, "shutdown began while starting")
+            await cluster.handle.stop(self._provisioner.stop_timeout_s)
+            self._set_state(cluster, ClusterState.STOPPED, "stopped during shutdown")
+            raise ClusterStartFailed(f"{cluster.describe()} was stopped: sparkfleet is shutting down")
+        elapsed = self._clock.monotonic() - started_at
+        self._set_state(cluster, ClusterState.READY, f"answered Spark Connect after {elapsed:.1f}s")
+        self._report(cluster.id, f"ready at {cluster.address} in {elapsed:.1f}s")
+        self._spawn(self._watch(cluster))
+        return cluster
+
+    async def shutdown(self) -> None:
+        """Stop every cluster (SIGTERM, then SIGKILL after the grace period) and wait for them."""
+        self._stopping = True
+        stops = []
+        for cluster in list(self._clusters.values()):
+            if cluster.state in (ClusterState.READY, ClusterState.DRAINING) and cluster.handle:
+                self._set_state(cluster, ClusterState.STOPPING, "sparkfleet is shutting down")
+                stops.append(self._stop(cluster))
+        await asyncio.gather(*stops, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _stop(self, cluster: Cluster) -> None:
+        assert cluster.handle is not None
+        code = await cluster.handle.stop(self._provisioner.stop_timeout_s)
+        self._set_state(cluster, ClusterState.STOPPED, f"processes exited (status {code})")
+
+    async def _watch(self, cluster: Cluster) -> None:
+        assert cluster.handle is not None
+        code = await cluster.handle.wait()
+        if cluster.state in (ClusterState.READY, ClusterState.DRAINING):
+            tail = cluster.handle.log_tail(3000)
+            hint = " (out of memory)" if "OutOfMemoryError" in tail else ""
+            cluster.lost_reason = f"its JVM exited with status {code}{hint}"
+            self._set_state(cluster, ClusterState.LOST, cluster.lost_reason)
+            if not self._stopping:
+                self._spawn(self._replace(cluster))
+
+    async def _replace(self, lost: Cluster) -> None:
+        try:
+            await self.start_cluster(lost.size, reason=f"replaces lost cluster {lost.id}")
+        except SparkfleetError as exc:
+            log.error("could not replace %s: %s", lost.describe(), exc)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _allocate_cpus(self, cores: int) -> tuple[int, ...]:
+        """The least-used CPUs first, so clusters get disjoint CPU sets while the machine allows."""
+        usage = {cpu: 0 for cpu in self._cpus}
+        for c in self._clusters.values():
+            if c.state in ALIVE:
+                for cpu in c.cpus:
+                    usage[cpu] = usage.get(cpu, 0) + 1
+        chosen = sorted(usage, key=lambda cpu: (usage[cpu], cpu))[: min(cores, len(usage))]
+        return tuple(sorted(chosen))
+
+    def _set_state(self, cluster: Cluster, new: ClusterState, reason: str) -> None:
+        check_transition(cluster.id, cluster.state, new)
+        cluster.state = new
+        self._record(cluster, reason)
+        for listener in self._listeners:
+            listener(cluster)
+
+    def _record(self, cluster: Cluster, reason: str) -> None:
+        now = self._clock.now()
+        handle = cluster.handle
+        record_cluster(
+            self._db,
+            {
+                "id": cluster.id,
+                "size": cluster.size.name,
+                "runtime": cluster.runtime.name,
+                "state": cluster.state.value,
+                "address": handle.address if handle else None,
+                "pid": handle.pid if handle else None,
+                "cores": cluster.size.cores,
+                "memory_mb": cluster.size.memory_mb,
+                "cpus": ",".join(map(str, cluster.cpus)),
+                "created_at": cluster.created_at,
+                "updated_at": now,
+                "exit_code": handle.exit_code if handle else None,
+            },
+        )
+        record_cluster_event(self._db, cluster.id, now, cluster.state.value, reason)
+
+    def _report(self, cluster_id: str, message: str) -> None:
+        log.info("%s: %s", cluster_id, message)
+        if self._progress:
+            self._progress(cluster_id, message)
+
+    def _forget_previous_run(self) -> None:
+        """Clusters a previous run left 'alive' in the store died with it (parent-death signal)."""
+        rows = self._db.read(
+            "SELECT id FROM clusters WHERE state IN (?, ?, ?, ?)",
+            ("starting", "ready", "draining", "stopping"),
+        )
+        now = self._clock.now()
+        for row in rows:
+            self._db.write("UPDATE clusters SET state='lost', updated_at=? WHERE id=?", (now, row["id"]))
+            record_cluster_event(self._db, row["id"], now, "lost", "the sparkfleet process that ran it ended")
+
+
+def _available_cpus() -> set[int]:
+    import os
+
+    return os.sched_getaffinity(0)

@@ -1,0 +1,85 @@
+"""What a cluster is: size class, lifecycle states with their allowed transitions, snapshots."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from sparkfleet.errors import InvalidTransition
+
+
+@dataclass(frozen=True, slots=True)
+class SizeClass:
+    """A cluster size: cores for ``local[N]`` (or executors) and driver heap in MiB."""
+
+    name: str
+    cores: int
+    memory_mb: int
+
+
+class ClusterState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    LOST = "lost"
+
+
+_S = ClusterState
+ALLOWED_TRANSITIONS: dict[ClusterState, dict[ClusterState, str]] = {
+    _S.STARTING: {
+        _S.READY: "the Spark Connect server answered an authenticated call",
+        _S.FAILED: "the server exited or did not answer before the start timeout",
+        _S.STOPPING: "shutdown began while the cluster was still starting",
+    },
+    _S.READY: {
+        _S.DRAINING: "no new queries; running ones finish first (scale-in, replacement)",
+        _S.STOPPING: "stop requested (shutdown or scale-in of an idle cluster)",
+        _S.LOST: "the server process exited or stopped answering without being asked to",
+    },
+    _S.DRAINING: {
+        _S.READY: "drain cancelled: the cluster is needed again",
+        _S.STOPPING: "drained: nothing runs on it any more",
+        _S.LOST: "died while draining",
+    },
+    _S.STOPPING: {
+        _S.STOPPED: "the processes exited after SIGTERM (or SIGKILL after the grace period)",
+    },
+    # Terminal states: a cluster id is never reused.
+    _S.STOPPED: {},
+    _S.FAILED: {},
+    _S.LOST: {},
+}
+
+ACCEPTS_QUERIES = frozenset({ClusterState.READY})
+ALIVE = frozenset({ClusterState.STARTING, ClusterState.READY, ClusterState.DRAINING})
+
+
+def check_transition(cluster_id: str, old: ClusterState, new: ClusterState) -> str:
+    """Return the reason an edge exists, or raise InvalidTransition."""
+    reason = ALLOWED_TRANSITIONS[old].get(new)
+    if reason is None:
+        raise InvalidTransition(f"cluster {cluster_id}: {old.value} -> {new.value} is not allowed")
+    return reason
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What policies see of a cluster: an immutable snapshot."""
+
+    id: str
+    size: SizeClass
+    runtime: str
+    state: ClusterState
+    running_queries: int
+    sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    clusters: tuple[ClusterView, ...] = field(default_factory=tuple)
+
+    def ready(self) -> tuple[ClusterView, ...]:
+        return tuple(c for c in self.clusters if c.state in ACCEPTS_QUERIES)

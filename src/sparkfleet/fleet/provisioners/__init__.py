@@ -1,0 +1,1 @@
+"""sparkfleet.fleet.provisioners."""

@@ -1,0 +1,235 @@
+"""The ``local`` provisioner: Spark Connect servers as child processes of this machine.
+
+Each cluster is one JVM started with ``spark-submit --class ...SparkConnectServer`` from a
+runtime's Spark home, with its own gRPC port, heap, ``local[N]`` cores and CPU set, bound to
+loopback and protected by a token only the gateway knows. The JVM gets a parent-death signal
+(``setpriv --pdeathsig KILL``) so it dies with sparkfleet even if sparkfleet is killed, and its
+own process group so a stop takes its Python workers with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import grpc
+
+from sparkfleet.errors import ClusterStartFailed, EnvironmentProblem
+from sparkfleet.fleet.model import SizeClass
+from sparkfleet.fleet.runtimes import Runtime
+
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+LOOPBACK = "127.0.0.1"
+# Environment variables of the parent that would change how a child Spark behaves.
+_SCRUBBED_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_CONNECT_TESTING_REMOTE",
+                 "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "SPARK_LOCAL_DIRS")
+
+ProgressCallback = Callable[[str, str], None]
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port the kernel just handed out on ``host``; parallel runs get different ones."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSpec:
+    id: str
+    size: SizeClass
+    runtime: Runtime
+    cpus: tuple[int, ...]
+    spark_conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LocalCluster:
+    """A running child JVM and what the gateway needs to reach it."""
+
+    spec: ClusterSpec
+    process: asyncio.subprocess.Process
+    grpc_port: int
+    ui_port: int
+    token: str
+    workdir: Path
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - max_bytes))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    async def wait(self) -> int:
+        """Wait for the JVM to exit; return its exit status (negative: killed by that signal)."""
+        self.exit_code = await self.process.wait()
+        return self.exit_code
+
+    async def stop(self, timeout_s: float) -> int:
+        """SIGTERM the cluster's process group, then SIGKILL whatever is left after the timeout."""
+        if self.process.returncode is None:
+            _signal_group(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        # The JVM may be gone while Python workers of its group linger: kill the group regardless.
+        _signal_group(self.pid, signal.SIGKILL)
+        self.exit_code = await self.process.wait()
+        return self.exit_code
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+class LocalProvisioner:
+    """Starts clusters as child processes under ``data_dir/clusters/<id>``."""
+
+    name = "local"
+
+    def __init__(self, data_dir: Path, start_timeout_s: float, stop_timeout_s: float) -> None:
+        self._data_dir = data_dir
+        self._start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._setpriv = shutil.which("setpriv")
+        self._taskset = shutil.which("taskset")
+
+    def command(self, spec: ClusterSpec, grpc_port: int, ui_port: int, workdir: Path) -> list[str]:
+        conf = {
+            "spark.connect.grpc.binding.address": LOOPBACK,
+            "spark.connect.grpc.binding.port": str(grpc_port),
+            "spark.connect.grpc.maxInboundMessageSize": str(128 * 1024 * 1024),
+            "spark.driver.host": LOOPBACK,
+            "spark.driver.bindAddress": LOOPBACK,
+            "spark.ui.enabled": "true",
+            "spark.ui.port": str(ui_port),
+            "spark.port.maxRetries": "0",
+            "spark.local.dir": str(workdir / "tmp"),
+            "spark.sql.warehouse.dir": str(workdir / "spark-warehouse"),
+            "spark.app.name": f"sparkfleet-{spec.id}",
+            **spec.runtime.default_conf,
+            **spec.spark_conf,
+        }
+        cmd: list[str] = []
+        if self._setpriv:
+            cmd += [self._setpriv, "--pdeathsig", "KILL"]
+        if self._taskset and spec.cpus:
+            cmd += [self._taskset, "-c", ",".join(str(c) for c in spec.cpus)]
+        cmd += [
+            str(spec.runtime.spark_submit),
+            "--class", SERVER_CLASS,
+            "--master", f"local[{spec.size.cores}]",
+            "--driver-memory", f"{spec.size.memory_mb}m",
+        ]
+        for key, value in conf.items():
+            cmd += ["--conf", f"{key}={value}"]
+        return cmd
+
+    def environment(self, spec: ClusterSpec, token: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        env.update(
+            SPARK_HOME=str(spec.runtime.spark_home),
+            # The server's Python workers need pyarrow and pandas: use sparkfleet's interpreter.
+            PYSPARK_PYTHON=sys.executable,
+            PYSPARK_DRIVER_PYTHON=sys.executable,
+            SPARK_LOCAL_IP=LOOPBACK,
+            # Passed in the environment, not on the command line, so `ps` does not show it.
+            SPARK_CONNECT_AUTHENTICATE_TOKEN=token,
+        )
+        return env
+
+    async def start(self, spec: ClusterSpec, progress: ProgressCallback | None = None) -> LocalCluster:
+        """Start a cluster and return once it answers an authenticated Spark Connect call."""
+        if not spec.runtime.spark_submit.exists():
+            raise EnvironmentProblem(f"{spec.runtime.spark_submit} does not exist")
+        workdir = self._data_dir / "clusters" / spec.id
+        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        grpc_port, ui_port = free_port(), free_port()
+        token = secrets.token_urlsafe(32)
+        log = (workdir / "server.log").open("ab")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.command(spec, grpc_port, ui_port, workdir),
+                cwd=workdir,
+                env=self.environment(spec, token),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        cluster = LocalCluster(spec, process, grpc_port, ui_port, token, workdir)
+        if progress:
+            progress(spec.id, f"JVM started (pid {process.pid}), waiting for Spark Connect")
+        try:
+            await asyncio.wait_for(self._until_ready(cluster), self._start_timeout_s)
+        except asyncio.TimeoutError:
+            await cluster.stop(self.stop_timeout_s)
+            raise ClusterStartFailed(
+                f"cluster {spec.id} did not answer within {self._start_timeout_s:.0f}s; "
+                f"see {cluster.log_path}. Last lines:\n{cluster.log_tail(1500)}"
+            ) from None
+        except BaseException:
+            await cluster.stop(self.stop_timeout_s)
+            raise
+        return cluster
+
+    async def _until_ready(self, cluster: LocalCluster) -> None:
+        probe = _readiness_probe()
+        async with grpc.aio.insecure_channel(cluster.address) as channel:
+            config = channel.unary_unary("/spark.connect.SparkConnectService/Config")
+            while True:
+                if cluster.process.returncode is not None:
+                    raise ClusterStartFailed(
+                        f"cluster {cluster.spec.id} exited with status {cluster.process.returncode} "
+                        f"while starting; see {cluster.log_path}. Last lines:\n{cluster.log_tail(1500)}"
+                    )
+                try:
+                    await config(probe, timeout=5, metadata=(("authorization", f"Bearer {cluster.token}"),))
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise ClusterStartFailed(
+                            f"cluster {cluster.spec.id} answered the readiness probe with "
+                            f"{exc.code().name}: {exc.details()}"
+                        ) from exc
+                await asyncio.sleep(0.25)
+
+
+def _readiness_probe() -> bytes:
+    from pyspark.sql.connect.proto import base_pb2
+
+    request = base_pb2.ConfigRequest(session_id=str(uuid.uuid4()), client_type="sparkfleet-probe")
+    request.user_context.user_id = "sparkfleet"
+    request.operation.get_option.keys.append("spark.app.name")
+    return request.SerializeToString()

@@ -1,0 +1,1 @@
+"""The Spark Connect front door: sessions, routing, forwarding, the gRPC server."""

@@ -1,0 +1,152 @@
+"""Which cluster owns which operation and which error, and the record of every query.
+
+ReattachExecute, ReleaseExecute, Interrupt(operation), GetStatus and FetchErrorDetails must reach
+the cluster that owns the operation or error; these bounded maps remember the owner.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sparkfleet.clock import Clock
+from sparkfleet.store import Database
+from sparkfleet.store.queries import record_query_end, record_query_start
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedMap(Generic[K, V]):
+    """An insertion-ordered map that forgets its oldest entries past ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._capacity = capacity
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def pop(self, key: K) -> V | None:
+        return self._items.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class Operation:
+    """One ExecutePlan as the gateway tracks it."""
+
+    id: str
+    session_key: tuple[str, str]
+    cluster_id: str
+    kind: str
+    submitted_mono: float
+    response_bytes: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+class OperationRegistry:
+    def __init__(self, db: Database, clock: Clock, capacity: int = 200_000) -> None:
+        self._db = db
+        self._clock = clock
+        self._owners: BoundedMap[tuple[str, str, str], str] = BoundedMap(capacity)
+        self._error_owners: BoundedMap[str, str] = BoundedMap(capacity)
+        # Operations not settled yet: a reattachable one outlives the stream that started it.
+        self._active: dict[tuple[str, str, str], Operation] = {}
+
+    # ---- ownership ---------------------------------------------------------------------------
+
+    def owner(self, session_key: tuple[str, str], operation_id: str) -> str | None:
+        return self._owners.get((*session_key, operation_id))
+
+    def set_owner(self, session_key: tuple[str, str], operation_id: str, cluster_id: str) -> None:
+        self._owners[(*session_key, operation_id)] = cluster_id
+
+    def forget(self, session_key: tuple[str, str], operation_id: str) -> None:
+        self._owners.pop((*session_key, operation_id))
+
+    def active(self, session_key: tuple[str, str], operation_id: str) -> Operation | None:
+        return self._active.get((*session_key, operation_id))
+
+    def running(self) -> list[Operation]:
+        return list(self._active.values())
+
+    def error_owner(self, error_id: str) -> str | None:
+        return self._error_owners.get(error_id)
+
+    def set_error_owner(self, error_id: str, cluster_id: str) -> None:
+        self._error_owners[error_id] = cluster_id
+
+    # ---- query records -----------------------------------------------------------------------
+
+    def started(
+        self,
+        operation_id: str,
+        session_key: tuple[str, str],
+        cluster_id: str,
+        runtime: str,
+        kind: str,
+        placement_reason: str,
+    ) -> Operation:
+        op = Operation(operation_id, session_key, cluster_id, kind, self._clock.monotonic())
+        self.set_owner(session_key, operation_id, cluster_id)
+        self._active[(*session_key, operation_id)] = op
+        record_query_start(
+            self._db,
+            {
+                "id": operation_id,
+                "session_id": session_key[1],
+                "user_id": session_key[0],
+                "kind": kind,
+                "cluster_id": cluster_id,
+                "runtime": runtime,
+                "state": "running",
+                "placement_reason": placement_reason,
+                "submitted_at": self._clock.now(),
+            },
+        )
+        return op
+
+    def finished(
+        self,
+        op: Operation,
+        state: str,
+        runtime: str,
+        error_class: str | None = None,
+        error_message: str | None = None,
+        reason: str = "",
+    ) -> None:
+        if self._active.pop((*op.session_key, op.id), None) is None:
+            return  # already settled (e.g. released after completing)
+        op.attempts.append(
+            {
+                "cluster_id": op.cluster_id,
+                "runtime": runtime,
+                "outcome": state,
+                "error_class": error_class,
+                "reason": reason,
+            }
+        )
+        duration_ms = (self._clock.monotonic() - op.submitted_mono) * 1000.0
+        record_query_end(
+            self._db,
+            op.id,
+            {
+                "state": state,
+                "finished_at": self._clock.now(),
+                "duration_ms": round(duration_ms, 3),
+                "response_bytes": op.response_bytes,
+                "error_class": error_class,
+                "error_message": (error_message or None) and error_message[:2000],
+                "attempts": op.attempts,
+            },
+        )

@@ -1,0 +1,191 @@
+"""Per-request routing: which session, which cluster, and the id rewriting in both directions.
+
+Requests are read shallowly (top-level fields only). Toward a cluster the client's observed
+server-side id is replaced with that cluster's id for the session; toward the client every
+response carries the session's one stable id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from sparkfleet.errors import ClusterLost, MalformedMessage, NoCapacity
+from sparkfleet.fleet.controller import Cluster, FleetController
+from sparkfleet.fleet.model import ClusterState
+from sparkfleet.gateway.forwarding import Backends, Metadata, forwarded_metadata, lost_cluster_error
+from sparkfleet.gateway.operations import OperationRegistry
+from sparkfleet.gateway.sessions import SessionRegistry, VirtualSession
+from sparkfleet.gateway.status import error_info_of
+from sparkfleet.plan.wire import Field, as_str, read_fields, replace_and_read, replace_string_field
+from sparkfleet.policy.placement import PlacementRequest, RunOn, place_query
+
+SESSION_ID = 1
+USER_CONTEXT = 2
+_USER_ID = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RpcShape:
+    """Where one RPC keeps its ids (field numbers differ from message to message)."""
+
+    name: str
+    observed_field: int | None  # client_observed_server_side_session_id in the request
+    client_type_field: int
+    server_side_field: int  # server_side_session_id in the response
+
+
+RPCS = {
+    s.name: s
+    for s in (
+        RpcShape("ExecutePlan", 8, 4, 15),
+        RpcShape("AnalyzePlan", 17, 3, 15),
+        RpcShape("Config", 8, 4, 4),
+        RpcShape("AddArtifacts", 7, 6, 3),
+        RpcShape("ArtifactStatus", 5, 3, 3),
+        RpcShape("Interrupt", 7, 3, 3),
+        RpcShape("ReattachExecute", 6, 4, 15),
+        RpcShape("ReleaseExecute", 7, 4, 3),
+        RpcShape("ReleaseSession", None, 3, 2),
+        RpcShape("FetchErrorDetails", 5, 4, 3),
+        RpcShape("CloneSession", 5, 3, 2),
+        RpcShape("GetStatus", 4, 3, 2),
+    )
+}
+
+
+@dataclass(slots=True)
+class Routed:
+    """A request resolved to its session, with the top-level fields the handler asked for."""
+
+    session: VirtualSession
+    fields: dict[int, Field]
+    metadata: Metadata
+
+    def text(self, number: int) -> str:
+        return as_str(self.fields.get(number))
+
+
+class Router:
+    def __init__(
+        self,
+        fleet: FleetController,
+        sessions: SessionRegistry,
+        operations: OperationRegistry,
+        backends: Backends,
+    ) -> None:
+        self.fleet = fleet
+        self.sessions = sessions
+        self.operations = operations
+        self.backends = backends
+
+    def resolve(
+        self, shape: RpcShape, request: bytes, context: grpc.aio.ServicerContext, extra: frozenset[int] = frozenset()
+    ) -> Routed:
+        wanted = {SESSION_ID, USER_CONTEXT, shape.client_type_field, *extra}
+        if shape.observed_field is not None:
+            wanted.add(shape.observed_field)
+        fields = read_fields(request, frozenset(wanted))
+        session_id = as_str(fields.get(SESSION_ID))
+        if not session_id:
+            raise MalformedMessage(f"{shape.name} request has no session_id")
+        user_id = ""
+        if USER_CONTEXT in fields:
+            user_id = as_str(read_fields(fields[USER_CONTEXT].value, frozenset({_USER_ID})).get(_USER_ID))  # type: ignore[arg-type]
+        observed = as_str(fields.get(shape.observed_field)) if shape.observed_field else ""
+        session = self.sessions.resolve(user_id, session_id, as_str(fields.get(shape.client_type_field)), observed)
+        return Routed(session, fields, forwarded_metadata(context.invocation_metadata()))
+
+    # ---- placement ---------------------------------------------------------------------------
+
+    def place(self, session: VirtualSession) -> tuple[Cluster, str]:
+        decision = place_query(PlacementRequest(session.session_id, session.home_cluster_id), self.fleet.snapshot())
+        if not isinstance(decision, RunOn):
+            raise NoCapacity(f"no cluster can take this request now: {decision.reason}; try again shortly")
+        cluster = self.fleet.get(decision.cluster_id)
+        assert cluster is not None
+        if session.home_cluster_id != cluster.id:
+            if session.home_cluster_id:
+                old = self.fleet.get(session.home_cluster_id)
+                if old is not None:
+                    old.sessions.discard(session.session_id)
+            session.home_cluster_id = cluster.id
+            cluster.sessions.add(session.session_id)
+            self.sessions.persist(session)
+        return cluster, decision.reason
+
+    def owner_or_home(self, session: VirtualSession, owner_id: str | None, what: str) -> Cluster:
+        """The cluster that owns ``what``; if it is gone, say so; if unknown, the session's home."""
+        if owner_id is not None:
+            cluster = self.fleet.get(owner_id)
+            if cluster is not None and cluster.state is ClusterState.READY:
+                return cluster
+            if cluster is not None:
+                raise ClusterLost(
+                    f"{cluster.describe()}, which ran {what}, is {cluster.state.value}"
+                    f"{': ' + cluster.lost_reason if cluster.lost_reason else ''}. "
+                    "Its results are gone; run the query again.",
+                    cluster.id,
+                )
+        return self.place(session)[0]
+
+    def live_backends(self, session: VirtualSession) -> list[Cluster]:
+        """Clusters holding a twin of this session that can still be asked anything."""
+        found = []
+        for cluster_id in session.backends:
+            cluster = self.fleet.get(cluster_id)
+            if cluster is not None and cluster.state is ClusterState.READY:
+                found.append(cluster)
+        return found
+
+    # ---- rewriting ---------------------------------------------------------------------------
+
+    def to_backend(self, shape: RpcShape, request: bytes, session: VirtualSession, cluster: Cluster) -> bytes:
+        if shape.observed_field is None:
+            return request
+        backend_id = session.backend(cluster.id).server_side_session_id
+        return replace_string_field(request, shape.observed_field, backend_id)
+
+    def to_client(
+        self,
+        shape: RpcShape,
+        response: bytes,
+        session: VirtualSession,
+        cluster: Cluster,
+        wanted: frozenset[int] = frozenset(),
+    ) -> tuple[bytes, dict[int, Field]]:
+        field = shape.server_side_field
+        out, found = replace_and_read(response, field, session.server_side_session_id, wanted | {field})
+        backend = session.backend(cluster.id)
+        if backend.server_side_session_id is None and field in found:
+            backend.server_side_session_id = as_str(found[field]) or None
+        return out, found
+
+    # ---- failures ----------------------------------------------------------------------------
+
+    async def backend_failed(
+        self, error: grpc.aio.AioRpcError, cluster: Cluster, what: str
+    ) -> ClusterLost | grpc.aio.AioRpcError:
+        """What to surface for a backend error; remembers which cluster owns a Spark error id."""
+        lost = await lost_cluster_error(cluster, error, what)
+        if lost is not None:
+            return lost
+        info = error_info_of(tuple(error.trailing_metadata() or ()))
+        if info is not None and info.metadata.get("errorId"):
+            self.operations.set_error_owner(info.metadata["errorId"], cluster.id)
+        return error
+
+    def call_metadata(self, cluster: Cluster, routed: Routed) -> Metadata:
+        return self.backends.metadata(cluster, routed.metadata)
+
+
+def error_class_of(error: Any) -> str | None:
+    """The Spark error class of a backend error, or our own error's class."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        info = error_info_of(tuple(error.trailing_metadata() or ()))
+        if info is None:
+            return error.code().name
+        return info.metadata.get("errorClass") or info.reason or error.code().name
+    return getattr(error, "error_class", type(error).__name__)

@@ -1,0 +1,144 @@
+"""The gRPC front door: a grpc.aio server that serves SparkConnectService over raw bytes.
+
+Handlers receive and return undecoded bytes (no deserializer), so plans of any depth pass
+through. Keepalive settings accept the stock client's pings (every 60 s, even idle) and message
+limits match Spark's 128 MiB. Errors are translated here, at the edge, and only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from sparkfleet.admin.metrics import Metrics
+from sparkfleet.errors import SparkfleetError
+from sparkfleet.gateway.forwarding import MAX_MESSAGE_BYTES, SERVICE
+from sparkfleet.gateway.service import SparkConnectService
+from sparkfleet.gateway.status import status_for
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = (
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # The client pings every 60 s even without calls; accept that and anything down to 10 s.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    # Our own pings find dead clients of long streams.
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.so_reuseport", 0),
+)
+
+
+class _Edge:
+    """Wraps handlers: metrics, and every failure turned into the status a client expects."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def _fail(self, context: grpc.aio.ServicerContext, method: str, error: BaseException) -> None:
+        if isinstance(error, grpc.aio.AioRpcError):
+            # A backend's own status: code, message and trailers (Spark's ErrorInfo) unchanged.
+            await context.abort(error.code(), error.details() or "", tuple(error.trailing_metadata() or ()))
+        if not isinstance(error, SparkfleetError):
+            log.exception("internal error serving %s", method, exc_info=error)
+            error = SparkfleetError(
+                f"internal gateway error while serving {method}: {type(error).__name__}: {error}"
+            )
+        await context.abort(*status_for(error))
+
+    def unary(self, method: str, fn: Callable[[Any, grpc.aio.ServicerContext], Awaitable[bytes]]):  # type: ignore[no-untyped-def]
+        latency = self._metrics.rpc_latency.labels(method)
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return await fn(request, context)
+            except (SparkfleetError, grpc.aio.AioRpcError, Exception) as error:
+                code = _code_of(error)
+                await self._fail(context, method, error)
+                raise  # unreachable: abort raises
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                latency.observe(time.perf_counter() - start)
+                self._metrics.rpcs.labels(method, code).inc()
+
+        return handler
+
+    def stream(self, method: str, fn: Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[bytes]]):  # type: ignore[no-untyped-def]
+        latency = self._metrics.rpc_latency.labels(method)
+        active = self._metrics.active_streams.labels(method)
+        sent_bytes = self._metrics.response_bytes
+
+        async def handler(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+            start = time.perf_counter()
+            code = "OK"
+            active.inc()
+            try:
+                async for message in fn(request, context):
+                    sent_bytes.inc(len(message))
+                    yield message
+            except (SparkfleetError, grpc.aio.AioRpcError, Exception) as error:
+                code = _code_of(error)
+                await self._fail(context, method, error)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                active.dec()
+                latency.observe(time.perf_counter() - start)
+                self._metrics.rpcs.labels(method, code).inc()
+
+        return handler
+
+
+def _code_of(error: BaseException) -> str:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code().name
+    if isinstance(error, SparkfleetError):
+        return error.grpc_code.name
+    return "INTERNAL"
+
+
+def build_handler(service: SparkConnectService, metrics: Metrics) -> grpc.GenericRpcHandler:
+    edge = _Edge(metrics)
+    s = service
+    handlers = {
+        "ExecutePlan": grpc.unary_stream_rpc_method_handler(edge.stream("ExecutePlan", s.execute_plan)),
+        "ReattachExecute": grpc.unary_stream_rpc_method_handler(edge.stream("ReattachExecute", s.reattach_execute)),
+        "AnalyzePlan": grpc.unary_unary_rpc_method_handler(edge.unary("AnalyzePlan", s.analyze_plan)),
+        "Config": grpc.unary_unary_rpc_method_handler(edge.unary("Config", s.config)),
+        "AddArtifacts": grpc.stream_unary_rpc_method_handler(edge.unary("AddArtifacts", s.add_artifacts)),
+        "ArtifactStatus": grpc.unary_unary_rpc_method_handler(edge.unary("ArtifactStatus", s.artifact_status)),
+        "Interrupt": grpc.unary_unary_rpc_method_handler(edge.unary("Interrupt", s.interrupt)),
+        "ReleaseExecute": grpc.unary_unary_rpc_method_handler(edge.unary("ReleaseExecute", s.release_execute)),
+        "ReleaseSession": grpc.unary_unary_rpc_method_handler(edge.unary("ReleaseSession", s.release_session)),
+        "FetchErrorDetails": grpc.unary_unary_rpc_method_handler(
+            edge.unary("FetchErrorDetails", s.fetch_error_details)
+        ),
+        "CloneSession": grpc.unary_unary_rpc_method_handler(edge.unary("CloneSession", s.clone_session)),
+        "GetStatus": grpc.unary_unary_rpc_method_handler(edge.unary("GetStatus", s.get_status)),
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+async def start_grpc_server(
+    handler: grpc.GenericRpcHandler, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """Start serving; return the server and the port it got (``port=0`` picks a free one)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise SparkfleetError(f"cannot listen on {host}:{port}: the address is in use or not available")
+    await server.start()
+    return server, bound

@@ -1,0 +1,308 @@
+"""The twelve RPCs of ``spark.connect.SparkConnectService``, served over raw bytes.
+
+Execution RPCs go to the cluster placement picks (or that owns the operation); session-wide
+RPCs (Interrupt all/tag, GetStatus, ReleaseSession) fan out to every cluster holding a twin of
+the session and merge the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import AsyncIterator
+
+import grpc
+from pyspark.sql.connect.proto import base_pb2
+
+from sparkfleet.errors import ClusterLost, MalformedMessage
+from sparkfleet.fleet.controller import Cluster
+from sparkfleet.gateway.operations import Operation
+from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
+from sparkfleet.plan.inspect import inspect_plan
+from sparkfleet.plan.wire import (
+    as_str,
+    encode_string_field,
+    read_fields,
+    read_repeated,
+    replace_string_field,
+)
+
+_EXEC = RPCS["ExecutePlan"]
+_REATTACH = RPCS["ReattachExecute"]
+# ExecutePlanRequest
+_PLAN, _REQUEST_OPTIONS, _OPERATION_ID = 3, 5, 6
+# ExecutePlanResponse
+_RESULT_COMPLETE = 14
+# ReattachExecuteRequest / ReleaseExecuteRequest
+_REATTACH_OP_ID, _RELEASE_OP_ID, _RELEASE_ALL = 3, 3, 5
+# InterruptRequest / InterruptResponse
+_INTERRUPT_TYPE, _INTERRUPT_TAG, _INTERRUPT_OP_ID, _INTERRUPTED_IDS = 4, 5, 6, 2
+_INTERRUPT_OPERATION = 3
+# FetchErrorDetailsRequest, CloneSessionResponse, ReleaseSessionRequest
+_ERROR_ID, _CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID, _ALLOW_RECONNECT = 3, 3, 4, 4
+
+
+def _is_reattachable(request: bytes) -> bool:
+    """True if any RequestOption carries reattach_options{reattachable: true}."""
+    for option in read_repeated(request, _REQUEST_OPTIONS):
+        reattach = read_fields(option.value, frozenset({1})).get(1)  # type: ignore[arg-type]
+        if reattach is not None:
+            flag = read_fields(reattach.value, frozenset({1})).get(1)  # type: ignore[arg-type]
+            if flag is not None and flag.value:
+                return True
+    return False
+
+
+class SparkConnectService:
+    def __init__(self, router: Router) -> None:
+        self.r = router
+
+    # ---- execution ---------------------------------------------------------------------------
+
+    async def execute_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        routed = self.r.resolve(_EXEC, request, context, frozenset({_PLAN, _OPERATION_ID}))
+        if _PLAN not in routed.fields:
+            raise MalformedMessage("ExecutePlan request has no plan")
+        shape = inspect_plan(routed.fields[_PLAN].value)  # type: ignore[arg-type]
+        operation_id = routed.text(_OPERATION_ID)
+        if not operation_id:
+            # The client left the id to the server: choose it here so every hop agrees on it.
+            operation_id = str(uuid.uuid4())
+            request = request + encode_string_field(_OPERATION_ID, operation_id)
+        session = routed.session
+        cluster, reason = self.r.place(session)
+        outgoing = self.r.to_backend(_EXEC, request, session, cluster)
+        op = self.r.operations.started(
+            operation_id, session.key, cluster.id, cluster.runtime.name, shape.label, reason
+        )
+        call = self.r.backends.unary_stream(cluster, "ExecutePlan")(
+            outgoing, metadata=self.r.call_metadata(cluster, routed)
+        )
+        async for message in self._relay(call, op, routed, cluster, _is_reattachable(request)):
+            yield message
+
+    async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        routed = self.r.resolve(_REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
+        operation_id = routed.text(_REATTACH_OP_ID)
+        session = routed.session
+        owner = self.r.operations.owner(session.key, operation_id)
+        cluster = self.r.owner_or_home(session, owner, f"operation {operation_id}")
+        op = self.r.operations.active(session.key, operation_id)
+        call = self.r.backends.unary_stream(cluster, "ReattachExecute")(
+            self.r.to_backend(_REATTACH, request, session, cluster),
+            metadata=self.r.call_metadata(cluster, routed),
+        )
+        async for message in self._relay(call, op, routed, cluster, reattachable=True):
+            yield message
+
+    async def _relay(
+        self, call, op: Operation | None, routed: Routed, cluster: Cluster, reattachable: bool  # type: ignore[no-untyped-def]
+    ) -> AsyncIterator[bytes]:
+        """Forward one response stream; settle the operation's record when it is final."""
+        session = routed.session
+        wanted = frozenset({_RESULT_COMPLETE})
+        complete = False
+        cluster.running_queries += 1
+        try:
+            async for message in call:
+                out, found = self.r.to_client(_EXEC, message, session, cluster, wanted)
+                if op is not None:
+                    op.response_bytes += len(message)
+                if _RESULT_COMPLETE in found:
+                    complete = True
+                yield out
+            if op is not None and (complete or not reattachable):
+                self.r.operations.finished(op, "succeeded", cluster.runtime.name)
+        except grpc.aio.AioRpcError as error:
+            surfaced = await self.r.backend_failed(error, cluster, f"operation {op.id if op else '?'}")
+            if op is not None:
+                message = surfaced.message if isinstance(surfaced, ClusterLost) else error.details()
+                self.r.operations.finished(
+                    op, "failed", cluster.runtime.name, error_class_of(surfaced), message,
+                    reason="cluster lost" if isinstance(surfaced, ClusterLost) else "",
+                )
+            raise surfaced from None
+        except asyncio.CancelledError:
+            # The client went away. A reattachable operation lives on until it is released.
+            if op is not None and not reattachable:
+                self.r.operations.finished(op, "cancelled", cluster.runtime.name, reason="client disconnected")
+            raise
+        finally:
+            cluster.running_queries -= 1
+            call.cancel()
+
+    async def release_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["ReleaseExecute"]
+        routed = self.r.resolve(shape, request, context, frozenset({_RELEASE_OP_ID, _RELEASE_ALL}))
+        session = routed.session
+        operation_id = routed.text(_RELEASE_OP_ID)
+        release_all = _RELEASE_ALL in routed.fields
+        owner = self.r.operations.owner(session.key, operation_id)
+        try:
+            cluster = self.r.owner_or_home(session, owner, f"operation {operation_id}")
+        except ClusterLost:
+            # Nothing is left to release on a lost cluster: acknowledge like a server would.
+            if release_all:
+                self.r.operations.forget(session.key, operation_id)
+            return self._release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
+        response = await self._unary(shape, request, routed, cluster)
+        if release_all:
+            op = self.r.operations.active(session.key, operation_id)
+            if op is not None:
+                self.r.operations.finished(op, "released", cluster.runtime.name, reason="released before completing")
+            self.r.operations.forget(session.key, operation_id)
+        return response
+
+    @staticmethod
+    def _release_execute_ack(session_id: str, server_side_id: str, operation_id: str) -> bytes:
+        return encode_string_field(1, session_id) + encode_string_field(2, operation_id) + encode_string_field(
+            3, server_side_id
+        )
+
+    # ---- simple session RPCs -----------------------------------------------------------------
+
+    async def _unary(self, shape, request: bytes, routed: Routed, cluster: Cluster) -> bytes:  # type: ignore[no-untyped-def]
+        call = self.r.backends.unary_unary(cluster, shape.name)
+        try:
+            response = await call(
+                self.r.to_backend(shape, request, routed.session, cluster),
+                metadata=self.r.call_metadata(cluster, routed),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise (await self.r.backend_failed(error, cluster, f"a {shape.name} call")) from None
+        return self.r.to_client(shape, response, routed.session, cluster)[0]
+
+    async def _forward_home(self, name: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS[name]
+        routed = self.r.resolve(shape, request, context)
+        cluster, _ = self.r.place(routed.session)
+        return await self._unary(shape, request, routed, cluster)
+
+    async def analyze_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._forward_home("AnalyzePlan", request, context)
+
+    async def config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._forward_home("Config", request, context)
+
+    async def artifact_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._forward_home("ArtifactStatus", request, context)
+
+    async def add_artifacts(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["AddArtifacts"]
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            raise MalformedMessage("AddArtifacts stream carried no request") from None
+        routed = self.r.resolve(shape, first, context)
+        session = routed.session
+        cluster, _ = self.r.place(session)
+
+        async def outgoing() -> AsyncIterator[bytes]:
+            yield self.r.to_backend(shape, first, session, cluster)
+            async for request in requests:
+                yield self.r.to_backend(shape, request, session, cluster)
+
+        call = self.r.backends.stream_unary(cluster, "AddArtifacts")
+        try:
+            response = await call(outgoing(), metadata=self.r.call_metadata(cluster, routed))
+        except grpc.aio.AioRpcError as error:
+            raise (await self.r.backend_failed(error, cluster, "an AddArtifacts upload")) from None
+        return self.r.to_client(shape, response, session, cluster)[0]
+
+    async def fetch_error_details(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["FetchErrorDetails"]
+        routed = self.r.resolve(shape, request, context, frozenset({_ERROR_ID}))
+        error_id = routed.text(_ERROR_ID)
+        owner = self.r.operations.error_owner(error_id)
+        cluster = self.r.owner_or_home(routed.session, owner, f"the query that raised error {error_id}")
+        return await self._unary(shape, request, routed, cluster)
+
+    # ---- session-wide RPCs -------------------------------------------------------------------
+
+    async def interrupt(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["Interrupt"]
+        routed = self.r.resolve(shape, request, context, frozenset({_INTERRUPT_TYPE, _INTERRUPT_OP_ID}))
+        session = routed.session
+        if routed.fields.get(_INTERRUPT_TYPE) and routed.fields[_INTERRUPT_TYPE].value == _INTERRUPT_OPERATION:
+            operation_id = routed.text(_INTERRUPT_OP_ID)
+            owner = self.r.operations.owner(session.key, operation_id)
+            targets = [self.r.owner_or_home(session, owner, f"operation {operation_id}")]
+        else:
+            targets = self.r.live_backends(session) or [self.r.place(session)[0]]
+        responses = await asyncio.gather(*(self._unary(shape, request, routed, c) for c in targets))
+        interrupted = [as_str(f) for response in responses for f in read_repeated(response, _INTERRUPTED_IDS)]
+        return (
+            encode_string_field(1, session.session_id)
+            + b"".join(encode_string_field(_INTERRUPTED_IDS, op_id) for op_id in interrupted)
+            + encode_string_field(3, session.server_side_session_id)
+        )
+
+    async def get_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["GetStatus"]
+        routed = self.r.resolve(shape, request, context)
+        session = routed.session
+        parsed = base_pb2.GetStatusRequest.FromString(request)
+        wanted_ids = list(parsed.operation_status.operation_ids)
+        requests: dict[str, tuple[Cluster, bytes]] = {}
+        if wanted_ids:
+            by_cluster: dict[str, list[str]] = {}
+            clusters: dict[str, Cluster] = {}
+            for op_id in wanted_ids:
+                owner = self.r.operations.owner(session.key, op_id)
+                try:
+                    cluster = self.r.owner_or_home(session, owner, f"operation {op_id}")
+                except ClusterLost:
+                    continue  # its status is unknown now; the client sees it absent
+                clusters[cluster.id] = cluster
+                by_cluster.setdefault(cluster.id, []).append(op_id)
+            for cluster_id, ids in by_cluster.items():
+                part = base_pb2.GetStatusRequest()
+                part.CopyFrom(parsed)
+                del part.operation_status.operation_ids[:]
+                part.operation_status.operation_ids.extend(ids)
+                requests[cluster_id] = (clusters[cluster_id], part.SerializeToString())
+        else:
+            for cluster in self.r.live_backends(session) or [self.r.place(session)[0]]:
+                requests[cluster.id] = (cluster, request)
+        merged = base_pb2.GetStatusResponse(
+            session_id=session.session_id, server_side_session_id=session.server_side_session_id
+        )
+        answers = await asyncio.gather(*(self._unary(shape, body, routed, c) for c, body in requests.values()))
+        for answer in answers:
+            part = base_pb2.GetStatusResponse.FromString(answer)
+            merged.operation_statuses.extend(part.operation_statuses)
+            if not merged.extensions:
+                merged.extensions.extend(part.extensions)
+        return merged.SerializeToString()
+
+    async def release_session(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["ReleaseSession"]
+        routed = self.r.resolve(shape, request, context, frozenset({_ALLOW_RECONNECT}))
+        session = routed.session
+        targets = self.r.live_backends(session)
+        results = await asyncio.gather(
+            *(self._unary(shape, request, routed, c) for c in targets), return_exceptions=True
+        )
+        for cluster in targets:
+            cluster.sessions.discard(session.session_id)
+        self.r.sessions.close(session, forget=bool(routed.fields.get(_ALLOW_RECONNECT)))
+        failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, ClusterLost)]
+        if failures:
+            raise failures[0]
+        return encode_string_field(1, session.session_id) + encode_string_field(2, session.server_side_session_id)
+
+    async def clone_session(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        shape = RPCS["CloneSession"]
+        routed = self.r.resolve(shape, request, context)
+        session = routed.session
+        cluster, _ = self.r.place(session)
+        response = await self._unary(shape, request, routed, cluster)
+        fields = read_fields(response, frozenset({_CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID}))
+        clone = self.r.sessions.adopt_clone(
+            session,
+            as_str(fields.get(_CLONE_NEW_SESSION_ID)),
+            cluster.id,
+            as_str(fields.get(_CLONE_NEW_SERVER_SIDE_ID)),
+        )
+        cluster.sessions.add(clone.session_id)
+        return replace_string_field(response, _CLONE_NEW_SERVER_SIDE_ID, clone.server_side_session_id)

@@ -1,0 +1,179 @@
+"""Virtual sessions: what the client sees (one stable server-side id) vs. sessions on clusters.
+
+A client session is keyed like Spark keys it, by (user id, session id). The gateway answers with
+its own ``server_side_session_id`` and keeps, per cluster the session has touched, the backend's
+id, so requests carry the right observed id to each cluster and responses carry the stable one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from sparkfleet.clock import Clock
+from sparkfleet.errors import InvalidHandle, NoCapacity
+from sparkfleet.store import Database
+from sparkfleet.store.sessions import record_session
+
+# How often a session's last-activity time is written to the store (seconds).
+_ACTIVITY_WRITE_INTERVAL_S = 5.0
+_UUID_FORMAT = "00112233-4455-6677-8899-aabbccddeeff"
+
+
+@dataclass
+class BackendSession:
+    """The session's twin on one cluster."""
+
+    cluster_id: str
+    # Learned from the cluster's first response; None until then.
+    server_side_session_id: str | None = None
+
+
+@dataclass
+class VirtualSession:
+    user_id: str
+    session_id: str
+    server_side_session_id: str
+    created_at: float
+    last_active_at: float
+    client_type: str = ""
+    home_cluster_id: str | None = None
+    backends: dict[str, BackendSession] = field(default_factory=dict)
+    closed: bool = False
+    _written_activity_at: float = 0.0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.user_id, self.session_id)
+
+    def backend(self, cluster_id: str) -> BackendSession:
+        found = self.backends.get(cluster_id)
+        if found is None:
+            found = self.backends[cluster_id] = BackendSession(cluster_id)
+        return found
+
+
+def validate_session_id(session_id: str) -> None:
+    try:
+        parsed = uuid.UUID(session_id)
+    except ValueError:
+        parsed = None
+    if parsed is None or str(parsed) != session_id.lower():
+        raise InvalidHandle(
+            f"The handle {session_id!r} is invalid. Handle must be an UUID string of the format "
+            f"'{_UUID_FORMAT}'.",
+            "INVALID_HANDLE.FORMAT",
+        )
+
+
+class SessionRegistry:
+    def __init__(self, db: Database, clock: Clock, max_sessions: int = 100_000) -> None:
+        self._db = db
+        self._clock = clock
+        self._sessions: dict[tuple[str, str], VirtualSession] = {}
+        self._max_sessions = max_sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def all(self) -> list[VirtualSession]:
+        return list(self._sessions.values())
+
+    def find(self, user_id: str, session_id: str) -> VirtualSession | None:
+        return self._sessions.get((user_id, session_id))
+
+    def resolve(
+        self, user_id: str, session_id: str, client_type: str, observed_server_side_id: str
+    ) -> VirtualSession:
+        """The session a request belongs to, created on first sight, checked like Spark checks it."""
+        session = self._sessions.get((user_id, session_id))
+        now = self._clock.now()
+        if session is None:
+            validate_session_id(session_id)
+            if observed_server_side_id:
+                # The client saw a server-side id we never issued: its server "restarted".
+                raise InvalidHandle(
+                    f"The handle {session_id} is invalid. The existing Spark server driver instance "
+                    "has restarted. Please reconnect.",
+                    "INVALID_HANDLE.SESSION_CHANGED",
+                )
+            self._evict_closed_if_full()
+            session = VirtualSession(
+                user_id=user_id,
+                session_id=session_id,
+                server_side_session_id=str(uuid.uuid4()),
+                created_at=now,
+                last_active_at=now,
+                client_type=client_type,
+            )
+            self._sessions[session.key] = session
+            self.persist(session)
+            return session
+        if session.closed:
+            raise InvalidHandle(
+                f"The handle {session_id} is invalid. Session was closed.", "INVALID_HANDLE.SESSION_CLOSED"
+            )
+        if observed_server_side_id and observed_server_side_id != session.server_side_session_id:
+            raise InvalidHandle(
+                f"The handle {session_id} is invalid. The existing Spark server driver instance has "
+                "restarted. Please reconnect.",
+                "INVALID_HANDLE.SESSION_CHANGED",
+            )
+        session.last_active_at = now
+        if now - session._written_activity_at >= _ACTIVITY_WRITE_INTERVAL_S:
+            self.persist(session)
+        return session
+
+    def adopt_clone(
+        self, source: VirtualSession, new_session_id: str, cluster_id: str, backend_server_side_id: str
+    ) -> VirtualSession:
+        """Register the session a CloneSession created on ``cluster_id``."""
+        now = self._clock.now()
+        clone = VirtualSession(
+            user_id=source.user_id,
+            session_id=new_session_id,
+            server_side_session_id=str(uuid.uuid4()),
+            created_at=now,
+            last_active_at=now,
+            client_type=source.client_type,
+            home_cluster_id=cluster_id,
+        )
+        clone.backend(cluster_id).server_side_session_id = backend_server_side_id or None
+        self._sessions[clone.key] = clone
+        self.persist(clone)
+        return clone
+
+    def close(self, session: VirtualSession, forget: bool = False) -> None:
+        """Mark the session released; ``forget`` lets the same id start afresh (allow_reconnect)."""
+        session.closed = True
+        self.persist(session)
+        if forget:
+            self._sessions.pop(session.key, None)
+
+    def persist(self, session: VirtualSession) -> None:
+        session._written_activity_at = session.last_active_at
+        record_session(
+            self._db,
+            {
+                "session_id": session.session_id,
+                "user_id": session.user_id,
+                "server_side_session_id": session.server_side_session_id,
+                "state": "closed" if session.closed else "active",
+                "client_type": session.client_type,
+                "home_cluster_id": session.home_cluster_id,
+                "created_at": session.created_at,
+                "last_active_at": session.last_active_at,
+            },
+        )
+
+    def _evict_closed_if_full(self) -> None:
+        if len(self._sessions) < self._max_sessions:
+            return
+        for key, session in list(self._sessions.items()):
+            if session.closed:
+                del self._sessions[key]
+        if len(self._sessions) >= self._max_sessions:
+            raise NoCapacity(
+                f"the gateway holds {len(self._sessions)} open sessions, its limit; "
+                "stop unused sessions (spark.stop()) and try again"
+            )

@@ -1,0 +1,1 @@
+"""Reading plans shallowly: wire-level fields, plan shape, later fingerprints and estimates."""

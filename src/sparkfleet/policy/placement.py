@@ -1,0 +1,57 @@
+"""Pure placement policy: (request, fleet snapshot) -> a decision with its reason.
+
+No I/O, no clock, no global state: the live gateway and the simulator call the same function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparkfleet.fleet.model import ClusterView, FleetSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    session_id: str
+    # The cluster the session already lives on, if any: staying there avoids rebuilding its state.
+    home_cluster_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunOn:
+    cluster_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForCapacity:
+    reason: str
+
+
+PlacementDecision = RunOn | WaitForCapacity
+
+
+def _load(cluster: ClusterView) -> tuple[float, int, str]:
+    # Running queries per core first, then sessions, then id so that ties break deterministically.
+    return (cluster.running_queries / cluster.size.cores, cluster.sessions, cluster.id)
+
+
+def place_query(request: PlacementRequest, fleet: FleetSnapshot) -> PlacementDecision:
+    """Keep a session on its home cluster while that cluster takes queries, else least-loaded."""
+    ready = fleet.ready()
+    for cluster in ready:
+        if cluster.id == request.home_cluster_id:
+            return RunOn(cluster.id, f"session's home cluster {cluster.id} is ready")
+    if not ready:
+        return WaitForCapacity("no cluster is ready")
+    best = min(ready, key=_load)
+    lead = (
+        f"home cluster {request.home_cluster_id} is not ready; "
+        if request.home_cluster_id
+        else ""
+    )
+    return RunOn(
+        best.id,
+        f"{lead}least loaded: {best.id} runs {best.running_queries} "
+        f"quer{'y' if best.running_queries == 1 else 'ies'} on {best.size.cores} core(s)",
+    )

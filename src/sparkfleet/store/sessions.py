@@ -1,0 +1,21 @@
+"""Client sessions as the gateway presents them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sparkfleet.store.db import Database
+
+
+def record_session(db: Database, row: dict[str, Any]) -> None:
+    cols = list(row)
+    db.write(
+        f"INSERT INTO sessions ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+        "ON CONFLICT(user_id, session_id) DO UPDATE SET "
+        + ", ".join(f"{c}=excluded.{c}" for c in cols if c not in ("user_id", "session_id")),
+        [row[c] for c in cols],
+    )
+
+
+def list_sessions(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
+    return db.read("SELECT * FROM sessions ORDER BY last_active_at DESC LIMIT ?", (limit,))
