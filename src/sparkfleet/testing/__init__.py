@@ -1,1 +1,1 @@
-"""sparkfleet.testing."""
+"""Typed helpers shared by tests and benchmarks: real sparkfleet processes, direct servers."""

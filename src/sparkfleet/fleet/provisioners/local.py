@@ -175,6 +175,11 @@ class LocalProvisioner:
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
         grpc_port, ui_port = free_port(), free_port()
         token = secrets.token_urlsafe(32)
+        # Kept beside the cluster's other private files (owner-only), for tools that measure a
+        # cluster directly, such as `sparkfleet bench overhead`.
+        token_file = workdir / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
         log = (workdir / "server.log").open("ab")
         try:
             process = await asyncio.create_subprocess_exec(

@@ -1,0 +1,150 @@
+"""A real ``sparkfleet up`` in a child process, for tests and benchmarks.
+
+It starts the CLI exactly as a user would (free ports, a private data dir), waits for the ready
+line, and on stop checks that every cluster JVM it started is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+_READY = re.compile(r"sparkfleet ready: sc://localhost:(\d+) admin http://localhost:(\d+)")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.2, what: str = "condition") -> Any:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class SparkfleetProcess:
+    def __init__(self, config_toml: str | None = None, data_dir: Path | None = None, name: str = "sparkfleet"):
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix=f"{name}-")
+        self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self.config_path: Path | None = None
+        if config_toml is not None:
+            self.config_path = self.data_dir / "sparkfleet.toml"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.config_path.write_text(config_toml)
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.admin_port = 0
+        self.stderr_lines: list[str] = []
+        self.cluster_pids: set[int] = set()
+
+    @property
+    def url(self) -> str:
+        return f"sc://localhost:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://localhost:{self.admin_port}"
+
+    def start(self, timeout_s: float = 240) -> "SparkfleetProcess":
+        cmd = [sys.executable, "-m", "sparkfleet", "up", "--port", "0", "--admin-port", "0",
+               "--data-dir", str(self.data_dir)]
+        if self.config_path:
+            cmd += ["--config", str(self.config_path)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        ready = threading.Event()
+
+        def read_stdout() -> None:
+            assert self.proc and self.proc.stdout
+            for line in self.proc.stdout:
+                match = _READY.search(line)
+                if match:
+                    self.port, self.admin_port = int(match.group(1)), int(match.group(2))
+                    ready.set()
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while not ready.wait(0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"sparkfleet did not become ready (exit {self.proc.returncode}):\n" + "".join(self.stderr_lines[-40:])
+                )
+        self.remember_cluster_pids()
+        return self
+
+    def _drain_stderr(self) -> None:
+        assert self.proc and self.proc.stderr
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+
+    def api(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.admin}{path}", timeout=30) as response:
+            return json.load(response)
+
+    def text(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.admin}{path}", timeout=30) as response:
+            return response.read().decode()
+
+    def remember_cluster_pids(self) -> set[int]:
+        for cluster in self.api("/api/clusters?history=0"):
+            if cluster["pid"]:
+                self.cluster_pids.add(cluster["pid"])
+        return self.cluster_pids
+
+    def ready_clusters(self) -> list[dict[str, Any]]:
+        return [c for c in self.api("/api/clusters?history=0") if c["state"] == "ready"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int | None:
+        """Stop sparkfleet and wait for every cluster JVM it ran to be gone."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.remember_cluster_pids()
+            except OSError:
+                pass
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        wait_until(lambda: not any(pid_alive(p) for p in self.cluster_pids), 30, what="cluster JVMs to exit")
+        code = self.proc.returncode
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        return code
+
+    def __enter__(self) -> "SparkfleetProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
