@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import zstandard
 
 from sparkfleet.errors import MalformedMessage
-from sparkfleet.plan.wire import read_fields, read_varint
+from sparkfleet.plan.wire import LENGTH_DELIMITED, VARINT, Field, read_fields, read_varint
 
 # spark.connect.Plan
 _PLAN_ROOT, _PLAN_COMMAND, _PLAN_COMPRESSED = 1, 2, 3
@@ -42,7 +42,8 @@ class PlanShape:
 
     @property
     def label(self) -> str:
-        return self.command or self.kind
+        """What query records show, e.g. 'relation', 'sql_command', 'relation+zstd'."""
+        return (self.command or self.kind) + ("+zstd" if self.compressed else "")
 
 
 def decompress(data: bytes | memoryview, codec: int, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
@@ -52,6 +53,13 @@ def decompress(data: bytes | memoryview, codec: int, limit: int = MAX_DECOMPRESS
     try:
         with zstandard.ZstdDecompressor().stream_reader(bytes(data)) as reader:
             out = reader.read(limit + 1)
+        if len(out) <= limit:
+            # The reader returns a truncated frame's output without complaint; a frame that ends
+            # is what tells a whole plan from part of one. Its output is ``out``, so this is bounded.
+            ending = zstandard.ZstdDecompressor().decompressobj()
+            ending.decompress(bytes(data))
+            if not ending.eof:
+                raise MalformedMessage("compressed plan is truncated: its zstd frame does not end")
     except zstandard.ZstdError as exc:
         raise MalformedMessage(f"compressed plan is not valid zstd: {exc}") from exc
     if len(out) > limit and limit == MAX_DECOMPRESSED_BYTES:
@@ -59,12 +67,25 @@ def decompress(data: bytes | memoryview, codec: int, limit: int = MAX_DECOMPRESS
     return out[:limit]
 
 
+def _message(field: Field) -> memoryview:
+    """A message or bytes field's payload; another wire type means these bytes are not a Plan."""
+    if field.wire_type != LENGTH_DELIMITED or not isinstance(field.value, memoryview):
+        raise MalformedMessage(f"plan field {field.number} has wire type {field.wire_type}, not a message")
+    return field.value
+
+
+def _enum(field: Field) -> int:
+    if field.wire_type != VARINT or not isinstance(field.value, int):
+        raise MalformedMessage(f"plan field {field.number} has wire type {field.wire_type}, not an enum")
+    return field.value
+
+
 def _compressed_parts(plan_fields: dict) -> tuple[int, int, memoryview]:  # type: ignore[type-arg]
-    co = read_fields(plan_fields[_PLAN_COMPRESSED].value, frozenset({_CO_DATA, _CO_OP_TYPE, _CO_CODEC}))
-    op_type = int(co[_CO_OP_TYPE].value) if _CO_OP_TYPE in co else 0  # type: ignore[arg-type]
-    codec = int(co[_CO_CODEC].value) if _CO_CODEC in co else 0  # type: ignore[arg-type]
-    data = co[_CO_DATA].value if _CO_DATA in co else memoryview(b"")
-    return op_type, codec, data  # type: ignore[return-value]
+    co = read_fields(_message(plan_fields[_PLAN_COMPRESSED]), frozenset({_CO_DATA, _CO_OP_TYPE, _CO_CODEC}))
+    op_type = _enum(co[_CO_OP_TYPE]) if _CO_OP_TYPE in co else 0
+    codec = _enum(co[_CO_CODEC]) if _CO_CODEC in co else 0
+    data = _message(co[_CO_DATA]) if _CO_DATA in co else memoryview(b"")
+    return op_type, codec, data
 
 
 _PLAN_FIELDS = frozenset({_PLAN_ROOT, _PLAN_COMMAND, _PLAN_COMPRESSED})
@@ -82,9 +103,10 @@ def inspect_plan(plan: bytes | memoryview) -> PlanShape:
             return PlanShape("command", _command_name(decompress(data, codec, limit=16)), True)
         raise MalformedMessage(f"compressed plan has unknown op_type {op_type}")
     if _PLAN_ROOT in fields:
+        _message(fields[_PLAN_ROOT])
         return PlanShape("relation", None, False)
     if _PLAN_COMMAND in fields:
-        return PlanShape("command", _command_name(fields[_PLAN_COMMAND].value), False)  # type: ignore[arg-type]
+        return PlanShape("command", _command_name(_message(fields[_PLAN_COMMAND])), False)
     raise MalformedMessage("plan has neither a relation, a command nor a compressed operation")
 
 
@@ -96,7 +118,7 @@ def plan_body(plan: bytes | memoryview) -> bytes | memoryview:
         return decompress(data, codec)
     for number in (_PLAN_ROOT, _PLAN_COMMAND):
         if number in fields:
-            return fields[number].value  # type: ignore[return-value]
+            return _message(fields[number])
     raise MalformedMessage("plan has neither a relation, a command nor a compressed operation")
 
 

@@ -1,0 +1,47 @@
+"""Shared fixtures: one real sparkfleet (gateway + local pool) for the whole integration run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from sparkfleet.testing.process import SparkfleetProcess
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    """A real `sparkfleet up` with its default pool, shared by integration tests."""
+    proc = SparkfleetProcess(name="sparkfleet-it")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def spark(fleet):
+    """A fresh stock PySpark Spark Connect session through the gateway."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(fleet.url).create()
+    try:
+        yield session
+    finally:
+        try:
+            session.stop()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def tag():
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def pytest_configure(config):
+    # The stock client reads this in some code paths; make sure a developer's shell doesn't leak in.
+    os.environ.pop("SPARK_REMOTE", None)
+    os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
