@@ -102,9 +102,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             raw = tomllib.loads(Path(config_file).read_text())
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {config_file} does not exist") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} cannot be read as UTF-8 text: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-        if "sizes" in raw:
+        if isinstance(raw.get("sizes"), dict):  # anything else is reported by validation below
             # A file that names only some sizes keeps the machine defaults for the others.
             merged = {k: v.model_dump() for k, v in default_sizes().items()}
             merged.update(raw["sizes"])
@@ -116,6 +118,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {dotted}: {part} in {config_file} is not a table")
         node[leaf] = value
     try:
         return Settings.model_validate(raw)

@@ -19,7 +19,7 @@ from sparkfleet.gateway.forwarding import Backends, Metadata, forwarded_metadata
 from sparkfleet.gateway.operations import OperationRegistry
 from sparkfleet.gateway.sessions import SessionRegistry, VirtualSession
 from sparkfleet.gateway.status import error_info_of
-from sparkfleet.plan.wire import Field, as_str, read_fields, replace_and_read, replace_string_field
+from sparkfleet.plan.wire import Field, as_message, as_str, read_fields, replace_and_read, replace_string_field
 from sparkfleet.policy.placement import PlacementRequest, RunOn, place_query
 
 SESSION_ID = 1
@@ -93,7 +93,8 @@ class Router:
             raise MalformedMessage(f"{shape.name} request has no session_id")
         user_id = ""
         if USER_CONTEXT in fields:
-            user_id = as_str(read_fields(fields[USER_CONTEXT].value, frozenset({_USER_ID})).get(_USER_ID))  # type: ignore[arg-type]
+            user_context = as_message(fields[USER_CONTEXT], "user_context")
+            user_id = as_str(read_fields(user_context, frozenset({_USER_ID})).get(_USER_ID))
         observed = as_str(fields.get(shape.observed_field)) if shape.observed_field else ""
         session = self.sessions.resolve(user_id, session_id, as_str(fields.get(shape.client_type_field)), observed)
         return Routed(session, fields, forwarded_metadata(context.invocation_metadata()))

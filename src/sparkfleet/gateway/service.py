@@ -20,6 +20,7 @@ from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.plan.inspect import inspect_plan
 from sparkfleet.plan.wire import (
+    as_message,
     as_str,
     encode_string_field,
     read_fields,
@@ -45,9 +46,9 @@ _ERROR_ID, _CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID, _ALLOW_RECONNECT = 
 def _is_reattachable(request: bytes) -> bool:
     """True if any RequestOption carries reattach_options{reattachable: true}."""
     for option in read_repeated(request, _REQUEST_OPTIONS):
-        reattach = read_fields(option.value, frozenset({1})).get(1)  # type: ignore[arg-type]
+        reattach = read_fields(as_message(option, "request_options"), frozenset({1})).get(1)
         if reattach is not None:
-            flag = read_fields(reattach.value, frozenset({1})).get(1)  # type: ignore[arg-type]
+            flag = read_fields(as_message(reattach, "reattach_options"), frozenset({1})).get(1)
             if flag is not None and flag.value:
                 return True
     return False
@@ -63,7 +64,7 @@ class SparkConnectService:
         routed = self.r.resolve(_EXEC, request, context, frozenset({_PLAN, _OPERATION_ID}))
         if _PLAN not in routed.fields:
             raise MalformedMessage("ExecutePlan request has no plan")
-        shape = inspect_plan(routed.fields[_PLAN].value)  # type: ignore[arg-type]
+        shape = inspect_plan(as_message(routed.fields[_PLAN], "plan"))
         operation_id = routed.text(_OPERATION_ID)
         if not operation_id:
             # The client left the id to the server: choose it here so every hop agrees on it.

@@ -53,10 +53,10 @@ def error_info_of(
         status = status_pb2.Status()
         try:
             status.ParseFromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
         except Exception:  # a malformed trailer is the backend's problem; callers fall back
             return None
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return info
     return None

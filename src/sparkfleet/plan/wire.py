@@ -130,6 +130,13 @@ def as_str(field: Field | None) -> str:
         raise MalformedMessage(f"field {field.number} is not valid UTF-8") from exc
 
 
+def as_message(field: Field, name: str) -> memoryview:
+    """The bytes of an embedded message field, or MalformedMessage if it is not length-delimited."""
+    if not isinstance(field.value, memoryview):
+        raise MalformedMessage(f"{name} (field {field.number}) is not a message")
+    return field.value
+
+
 def encode_string_field(number: int, value: str) -> bytes:
     """Encode one length-delimited string field (tag, length, bytes)."""
     data = value.encode("utf-8")

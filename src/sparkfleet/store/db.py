@@ -89,8 +89,10 @@ class Database:
         with self._pending_lock:
             if not self._pending_lock.wait_for(lambda: self._pending == 0, timeout_s):
                 raise StoreError(f"store writes did not complete within {timeout_s}s")
-        if self._error is not None:
-            raise StoreError(f"a store write failed: {self._error}")
+        # Reported once: the failed batch is gone, and later writes and reads must still work.
+        error, self._error = self._error, None
+        if error is not None:
+            raise StoreError(f"a store write failed: {error}")
 
     def read(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
         self.flush()
