@@ -23,7 +23,7 @@ from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_run
 from sparkfleet.gateway.forwarding import Backends
 from sparkfleet.gateway.operations import OperationRegistry
 from sparkfleet.gateway.routing import Router
-from sparkfleet.gateway.server import build_handler, start_grpc_server
+from sparkfleet.gateway.server import bind_grpc_server, build_handler
 from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.sessions import SessionRegistry
 from sparkfleet.store import Database
@@ -98,11 +98,11 @@ class Sparkfleet:
         router = Router(self.fleet, self.sessions, operations, self._backends)
         service = SparkConnectService(router)
 
+        # Both ports are taken before any JVM starts, so a conflict fails fast.
+        self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port)
         await self._start_admin()
         await self.fleet.start()
-        self._grpc, self.port = await start_grpc_server(
-            build_handler(service, self.metrics), s.gateway.host, s.gateway.port
-        )
+        await self._grpc.start()
 
     async def _start_admin(self) -> None:
         s = self.settings.admin

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 
 from sparkfleet.admin.metrics import Metrics
-from sparkfleet.errors import SparkfleetError
+from sparkfleet.errors import EnvironmentProblem, SparkfleetError
 from sparkfleet.gateway.forwarding import MAX_MESSAGE_BYTES, SERVICE
 from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.status import status_for
@@ -131,14 +132,47 @@ def build_handler(service: SparkConnectService, metrics: Metrics) -> grpc.Generi
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-async def start_grpc_server(
-    handler: grpc.GenericRpcHandler, host: str, port: int
-) -> tuple[grpc.aio.Server, int]:
-    """Start serving; return the server and the port it got (``port=0`` picks a free one)."""
+def listen_addresses(host: str) -> list[str]:
+    """Every address ``host`` resolves to that this machine can bind (IPv6 only where usable)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise EnvironmentProblem(f"cannot resolve gateway host {host!r}: {exc}") from exc
+    addresses: list[str] = []
+    for family, _, _, _, sockaddr in infos:
+        ip = str(sockaddr[0])
+        if ip in addresses:
+            continue
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((ip, 0))
+            except OSError:
+                continue  # e.g. ::1 on a machine without IPv6 loopback
+        addresses.append(ip)
+    if not addresses:
+        raise EnvironmentProblem(f"gateway host {host!r} resolves to no address this machine can listen on")
+    return addresses
+
+
+def bind_grpc_server(handler: grpc.GenericRpcHandler, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Bind every address of ``host`` (serving starts with ``await server.start()``).
+
+    Each address is bound on its own and each bind must succeed: grpc accepts a partial bind of
+    a name (e.g. ``[::1]`` free but ``127.0.0.1`` taken by another program), which would send
+    some clients to that other program.
+    """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((handler,))
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise SparkfleetError(f"cannot listen on {host}:{port}: the address is in use or not available")
-    await server.start()
-    return server, bound
+    for ip in listen_addresses(host):
+        target = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError:  # grpc's way of saying the bind failed
+            bound = 0
+        if bound == 0:
+            raise EnvironmentProblem(
+                f"the gateway cannot listen on {target}: the port is in use or not available; "
+                "choose another with --port (0 picks a free one)"
+            )
+        port = bound
+    return server, port

@@ -1,0 +1,162 @@
+"""Processes: lost clusters, replacements, clean stops, crashes and Ctrl-C leave no orphans."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+
+import pytest
+from pyspark.errors import PySparkException
+from pyspark.sql import SparkSession
+
+from sparkfleet.testing.process import SparkfleetProcess, pid_alive, wait_until
+
+SMALL_POOL = '[pool]\nclusters = ["S"]\n'
+
+
+def _running_on_server(proc, spark):
+    def check():
+        records = [q for q in proc.api(f"/api/queries?session_id={spark.session_id}") if q["state"] == "running"]
+        if not records:
+            return None
+        statuses = spark._client._get_operation_statuses([q["id"] for q in records]).operation_statuses
+        return [s.operation_id for s in statuses if s.state == 2] or None
+
+    return wait_until(check, 60, what="a query running on its cluster")
+
+
+def test_cluster_killed_mid_query_gives_a_clear_error_and_is_replaced():
+    with SparkfleetProcess(SMALL_POOL, name="sparkfleet-loss") as proc:
+        victim = proc.ready_clusters()[0]
+        spark = SparkSession.builder.remote(proc.url).create()
+        box: dict = {}
+
+        def long_query():
+            try:
+                spark.sql("select reflect('java.lang.Thread', 'sleep', bigint(120000))").collect()
+            except BaseException as exc:  # noqa: BLE001 - inspected below
+                box["error"] = exc
+
+        thread = threading.Thread(target=long_query, daemon=True)
+        thread.start()
+        op_id = _running_on_server(proc, spark)[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        thread.join(60)
+        assert not thread.is_alive()
+
+        error = box["error"]
+        assert isinstance(error, PySparkException)
+        assert f"cluster {victim['id']}" in str(error) and "was lost" in str(error)
+        assert "not retried" in str(error)
+
+        record = next(q for q in proc.api(f"/api/queries?session_id={spark.session_id}") if q["id"] == op_id)
+        assert record["state"] == "failed" and record["error_class"] == "SPARKFLEET.CLUSTER_LOST"
+
+        def replacement():
+            ready = [c for c in proc.ready_clusters() if c["id"] != victim["id"]]
+            return ready[0] if ready else None
+
+        new = wait_until(replacement, 120, what="a replacement cluster")
+        assert new["size"] == victim["size"]
+        lost = next(c for c in proc.api("/api/clusters") if c["id"] == victim["id"])
+        assert lost["state"] == "lost"
+        assert "exited with status" in lost["history"][-1]["reason"]
+        replacement_history = next(c for c in proc.api("/api/clusters") if c["id"] == new["id"])["history"]
+        assert f"replaces lost cluster {victim['id']}" in replacement_history[0]["reason"]
+
+        # The session goes on, on the replacement (its server-side state is rebuilt by a later issue).
+        assert spark.range(3).count() == 3
+        spark.stop()
+
+
+def test_sigint_stops_every_cluster_and_exits_cleanly():
+    proc = SparkfleetProcess(SMALL_POOL, name="sparkfleet-sigint").start()
+    pids = set(proc.cluster_pids)
+    assert pids and all(pid_alive(p) for p in pids)
+    code = proc.stop(sig=signal.SIGINT)
+    assert code == 0
+    assert not any(pid_alive(p) for p in pids)
+
+
+def test_gateway_crash_takes_its_clusters_down_and_a_restart_recovers():
+    with tempfile.TemporaryDirectory(prefix="sparkfleet-crash-") as data_dir:
+        from pathlib import Path
+
+        first = SparkfleetProcess(SMALL_POOL, data_dir=Path(data_dir), name="sparkfleet-crash").start()
+        pids = set(first.cluster_pids)
+        old_ids = {c["id"] for c in first.ready_clusters()}
+        first.proc.kill()  # SIGKILL: no chance to clean up
+        first.proc.wait()
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 30, what="orphaned JVMs to die with their parent")
+
+        second = SparkfleetProcess(SMALL_POOL, data_dir=Path(data_dir), name="sparkfleet-crash").start()
+        try:
+            clusters = {c["id"]: c for c in second.api("/api/clusters")}
+            for old in old_ids:
+                assert clusters[old]["state"] == "lost"
+                assert clusters[old]["history"][-1]["reason"] == "the sparkfleet process that ran it ended"
+            assert [c for c in second.ready_clusters() if c["id"] not in old_ids]
+        finally:
+            second.stop()
+
+
+def test_ctrl_c_during_startup_stops_the_starting_cluster():
+    with tempfile.TemporaryDirectory(prefix="sparkfleet-early-") as data_dir:
+        config = os.path.join(data_dir, "sparkfleet.toml")
+        with open(config, "w") as f:
+            f.write(SMALL_POOL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparkfleet", "up", "--port", "0", "--admin-port", "0",
+             "--data-dir", data_dir, "--config", config],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        jvm_pid = None
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            match = re.search(r"JVM started \(pid (\d+)\)", line)
+            if match:
+                jvm_pid = int(match.group(1))
+                break
+        assert jvm_pid and pid_alive(jvm_pid)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "interrupted while starting" in err
+        assert "sparkfleet ready" not in out
+        wait_until(lambda: not pid_alive(jvm_pid), 30, what="the starting JVM to be stopped")
+
+
+def test_bad_config_is_a_clear_error_not_a_traceback(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[pool]\nclusters = ["HUGE"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "sparkfleet", "up", "--config", str(config), "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "HUGE" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--port", "--admin-port"])
+def test_port_in_use_is_a_clear_error(tmp_path, flag):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(SMALL_POOL)
+        other = "--admin-port" if flag == "--port" else "--port"
+        result = subprocess.run(
+            [sys.executable, "-m", "sparkfleet", "up", flag, str(port), other, "0",
+             "--data-dir", str(tmp_path), "--config", str(config)],
+            capture_output=True, text=True, timeout=240,
+        )
+    assert result.returncode == 2, result.stderr
+    assert str(port) in result.stderr and "Traceback" not in result.stderr
