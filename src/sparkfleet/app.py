@@ -93,6 +93,7 @@ class Sparkfleet:
         self.fleet = FleetController(s, provisioner, self.runtime, self.db, self.clock, self._progress)
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()))
         self.sessions = SessionRegistry(self.db, self.clock)
+        self.metrics.sessions.set_function(self.sessions.open_count)
         operations = OperationRegistry(self.db, self.clock)
         self._backends = Backends(self.fleet)
         router = Router(self.fleet, self.sessions, operations, self._backends)

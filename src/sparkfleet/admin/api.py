@@ -41,7 +41,7 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
                 "status": "ok" if ready else "degraded",
                 "clusters_ready": ready,
                 "clusters_total": sum(1 for c in clusters if c.state not in _ENDED),
-                "sessions": len(app.sessions),
+                "sessions": app.sessions.open_count(),
                 "gateway": app.gateway_url,
             }
         )

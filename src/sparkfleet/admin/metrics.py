@@ -55,7 +55,7 @@ class Metrics:
         self.response_bytes = Counter(
             "sparkfleet_response_bytes", "Bytes of responses forwarded to clients", registry=self.registry,
         )
-        self.sessions = Gauge("sparkfleet_sessions", "Client sessions known to the gateway", registry=self.registry)
+        self.sessions = Gauge("sparkfleet_sessions", "Open client sessions", registry=self.registry)
 
     def watch_fleet(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
         self.registry.register(_FleetCollector(clusters))

@@ -76,6 +76,9 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def open_count(self) -> int:
+        return sum(1 for s in self._sessions.values() if not s.closed)
+
     def all(self) -> list[VirtualSession]:
         return list(self._sessions.values())
 
