@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compat.add_argument("--modules", help="comma-separated pyspark.sql.connect modules (default: all)")
     compat.add_argument("--jobs", type=int, default=2, help="doctest modules run at once")
+    compat.add_argument("--timeout", type=float, default=2700, help="seconds one module may run (default 2700)")
+    compat.add_argument("--out", type=Path, help="where logs and summary.json go (default: a new temp dir)")
     compat.set_defaults(func=_cmd_compat)
     return parser
 
