@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,13 @@ from sparkfleet.store.clusters import list_clusters, record_cluster, record_clus
 from sparkfleet.store.queries import list_queries, record_query_end, record_query_start
 from sparkfleet.store.sessions import list_sessions, record_session
 
-LATEST = 1  # 0001_initial.sql
-TABLES = {"clusters", "cluster_events", "sessions", "queries"}
+# The newest migration shipped with the package, e.g. 2 for 0002_journal.sql.
+LATEST = max(
+    int(entry.name[:4])
+    for entry in resources.files("sparkfleet.store.migrations").iterdir()
+    if entry.name.endswith(".sql")
+)
+TABLES = {"clusters", "cluster_events", "sessions", "queries", "journal"}
 
 
 def _user_version(path: Path) -> int:
