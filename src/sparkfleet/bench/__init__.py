@@ -1,1 +1,46 @@
-"""sparkfleet.bench."""
+"""``sparkfleet bench NAME``: speed goals measured side by side (gateway vs. direct) in one run.
+
+Benchmarks are registered by name; each lives in its own module with ``run(argv) -> int`` and is
+imported only when asked for, so ``sparkfleet bench`` stays cheap to start.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Benchmark:
+    name: str
+    module: str  # defines ``run(argv: list[str]) -> int``
+    summary: str
+
+
+BENCHMARKS = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "overhead",
+            "sparkfleet.bench.overhead",
+            "added latency per small query and large-result throughput, gateway vs. direct",
+        ),
+        Benchmark(
+            "config-rpc",
+            "sparkfleet.bench.config_rpc",
+            "Config RPC throughput and latency with many concurrent clients, gateway vs. direct",
+        ),
+    )
+}
+
+
+def run_benchmark(name: str, argv: list[str]) -> int:
+    """Run benchmark ``name`` with its own arguments; unknown names exit 2 with the list."""
+    bench = BENCHMARKS.get(name)
+    if bench is None:
+        known = "\n".join(f"  {b.name:<12} {b.summary}" for b in BENCHMARKS.values())
+        print(f"sparkfleet bench: unknown benchmark {name!r}; available:\n{known}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(bench.module)
+    return int(module.run(list(argv)))

@@ -64,58 +64,86 @@ def encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
-def iter_fields(message: bytes | memoryview) -> Iterator[Field]:
-    """Yield the top-level fields of an encoded message in wire order.
+def _scan(buf: memoryview) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield ``(number, wire_type, value, start, end)`` for each top-level field, in wire order.
+
+    ``value`` is the integer of a varint or fixed field and the payload's offset for a
+    length-delimited one. This is the per-message hot path: it builds no :class:`Field` (callers
+    build one only for the fields they want) and reads one-byte varints, which almost every tag
+    and short length is, without calling :func:`read_varint`. Errors are those of
+    :func:`read_varint` and the checks below, whichever path a byte takes.
 
     Groups (deprecated, unused by Spark Connect) are rejected rather than skipped: a message that
     uses them is not one of ours.
     """
-    buf = memoryview(message)
     pos = 0
     n = len(buf)
     while pos < n:
         start = pos
-        key, pos = read_varint(buf, pos)
+        key = buf[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = read_varint(buf, pos)
         number = key >> 3
         wire_type = key & 7
         if number == 0:
             raise MalformedMessage("field number 0")
-        if wire_type == VARINT:
-            value, pos = read_varint(buf, pos)
-            yield Field(number, wire_type, value, start, pos)
-        elif wire_type == LENGTH_DELIMITED:
-            length, pos = read_varint(buf, pos)
+        if wire_type == LENGTH_DELIMITED:
+            if pos < n and buf[pos] < 0x80:
+                length = buf[pos]
+                pos += 1
+            else:
+                length, pos = read_varint(buf, pos)
             end = pos + length
             if end > n:
                 raise MalformedMessage("length-delimited field runs past the end of the message")
-            yield Field(number, wire_type, buf[pos:end], start, end)
+            yield number, wire_type, pos, start, end
             pos = end
+        elif wire_type == VARINT:
+            value, pos = read_varint(buf, pos)
+            yield number, wire_type, value, start, pos
         elif wire_type == FIXED64:
             if pos + 8 > n:
                 raise MalformedMessage("truncated fixed64")
-            yield Field(number, wire_type, int.from_bytes(buf[pos : pos + 8], "little"), start, pos + 8)
+            yield number, wire_type, int.from_bytes(buf[pos : pos + 8], "little"), start, pos + 8
             pos += 8
         elif wire_type == FIXED32:
             if pos + 4 > n:
                 raise MalformedMessage("truncated fixed32")
-            yield Field(number, wire_type, int.from_bytes(buf[pos : pos + 4], "little"), start, pos + 4)
+            yield number, wire_type, int.from_bytes(buf[pos : pos + 4], "little"), start, pos + 4
             pos += 4
         else:
             raise MalformedMessage(f"unsupported wire type {wire_type}")
 
 
+def _field(buf: memoryview, number: int, wire_type: int, value: int, start: int, end: int) -> Field:
+    if wire_type == LENGTH_DELIMITED:
+        return Field(number, wire_type, buf[value:end], start, end)
+    return Field(number, wire_type, value, start, end)
+
+
+def iter_fields(message: bytes | memoryview) -> Iterator[Field]:
+    """Yield the top-level fields of an encoded message in wire order."""
+    buf = memoryview(message)
+    for scanned in _scan(buf):
+        yield _field(buf, *scanned)
+
+
 def read_fields(message: bytes | memoryview, wanted: frozenset[int]) -> dict[int, Field]:
     """Return the last occurrence of each wanted top-level field (protobuf's last-one-wins rule)."""
+    buf = memoryview(message)
     found: dict[int, Field] = {}
-    for field in iter_fields(message):
-        if field.number in wanted:
-            found[field.number] = field
+    for scanned in _scan(buf):
+        if scanned[0] in wanted:
+            found[scanned[0]] = _field(buf, *scanned)
     return found
 
 
 def read_repeated(message: bytes | memoryview, number: int) -> list[Field]:
     """Return every occurrence of a (repeated) top-level field."""
-    return [f for f in iter_fields(message) if f.number == number]
+    buf = memoryview(message)
+    return [_field(buf, *scanned) for scanned in _scan(buf) if scanned[0] == number]
 
 
 def as_str(field: Field | None) -> str:
@@ -145,10 +173,10 @@ def encode_string_field(number: int, value: str) -> bytes:
 
 def remove_field(message: bytes, number: int) -> bytes:
     """Return ``message`` without any occurrence of top-level field ``number``."""
-    spans = [(f.start, f.end) for f in iter_fields(message) if f.number == number]
+    view = memoryview(message)
+    spans = [(start, end) for found, _, _, start, end in _scan(view) if found == number]
     if not spans:
         return message
-    view = memoryview(message)
     pieces: list[bytes | memoryview] = []
     pos = 0
     for start, end in spans:
@@ -173,17 +201,17 @@ def replace_and_read(
     The returned fields (including the *original* value of ``number`` when wanted) refer to the
     input message. This is the per-response hot path of the gateway.
     """
+    view = memoryview(message)
     found: dict[int, Field] = {}
     spans: list[tuple[int, int]] = []
-    for field in iter_fields(message):
-        if field.number == number:
-            spans.append((field.start, field.end))
-        if field.number in wanted:
-            found[field.number] = field
+    for scanned in _scan(view):
+        if scanned[0] == number:
+            spans.append((scanned[3], scanned[4]))
+        if scanned[0] in wanted:
+            found[scanned[0]] = _field(view, *scanned)
     new = encode_string_field(number, value)
     if not spans:
         return message + new, found
-    view = memoryview(message)
     pieces: list[bytes | memoryview] = []
     pos = 0
     for start, end in spans:
