@@ -8,13 +8,14 @@ the session and merge the answers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from typing import AsyncIterator
 
 import grpc
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.errors import ClusterLost, MalformedMessage
+from sparkfleet.errors import ClusterLost, MalformedMessage, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
@@ -27,6 +28,8 @@ from sparkfleet.plan.wire import (
     read_repeated,
     replace_string_field,
 )
+
+log = logging.getLogger(__name__)
 
 _EXEC = RPCS["ExecutePlan"]
 _REATTACH = RPCS["ReattachExecute"]
@@ -57,6 +60,11 @@ def _is_reattachable(request: bytes) -> bool:
 class SparkConnectService:
     def __init__(self, router: Router) -> None:
         self.r = router
+        # Partial releases (release_until) waiting to be forwarded, newest per operation, and the
+        # operations whose release is on its way to the cluster now.
+        self._pending_releases: dict[tuple[str, str, str], tuple[Cluster, bytes, Routed]] = {}
+        self._releasing: set[tuple[str, str, str]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- execution ---------------------------------------------------------------------------
 
@@ -146,6 +154,19 @@ class SparkConnectService:
             if release_all:
                 self.r.operations.forget(session.key, operation_id)
             return self._release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
+        key = (*session.key, operation_id)
+        if not release_all:
+            # The client sends one of these per response message. Acknowledge at once and forward
+            # only the newest position, one at a time: the cluster keeps at most its retry buffer
+            # of unreleased responses, so a late release costs nothing but that buffer.
+            self._pending_releases[key] = (cluster, request, routed)
+            if key not in self._releasing:
+                self._releasing.add(key)
+                task = asyncio.get_running_loop().create_task(self._forward_releases(key))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            return self._release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
+        self._pending_releases.pop(key, None)
         response = await self._unary(shape, request, routed, cluster)
         if release_all:
             op = self.r.operations.active(session.key, operation_id)
@@ -153,6 +174,18 @@ class SparkConnectService:
                 self.r.operations.finished(op, "released", cluster.runtime.name, reason="released before completing")
             self.r.operations.forget(session.key, operation_id)
         return response
+
+    async def _forward_releases(self, key: tuple[str, str, str]) -> None:
+        shape = RPCS["ReleaseExecute"]
+        try:
+            while (pending := self._pending_releases.pop(key, None)) is not None:
+                cluster, request, routed = pending
+                try:
+                    await self._unary(shape, request, routed, cluster)
+                except (grpc.aio.AioRpcError, SparkfleetError) as error:
+                    log.debug("partial release of %s on %s failed: %s", key[2], cluster.id, error)
+        finally:
+            self._releasing.discard(key)
 
     @staticmethod
     def _release_execute_ack(session_id: str, server_side_id: str, operation_id: str) -> bytes:
