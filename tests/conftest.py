@@ -13,12 +13,8 @@ from sparkfleet.testing.process import SparkfleetProcess
 @pytest.fixture(scope="session")
 def fleet():
     """A real `sparkfleet up` with its default pool, shared by integration tests."""
-    proc = SparkfleetProcess(name="sparkfleet-it")
-    proc.start()
-    try:
+    with SparkfleetProcess(name="sparkfleet-it") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -21,12 +21,8 @@ clusters = ["S"]
 
 @pytest.fixture(scope="module")
 def short_streams():
-    proc = SparkfleetProcess(CONFIG, name="sparkfleet-reattach")
-    proc.start()
-    try:
+    with SparkfleetProcess(CONFIG, name="sparkfleet-reattach") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
