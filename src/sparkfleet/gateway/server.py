@@ -62,7 +62,7 @@ class _Edge:
             code = "OK"
             try:
                 return await fn(request, context)
-            except (SparkfleetError, grpc.aio.AioRpcError, Exception) as error:
+            except Exception as error:  # ours, a backend status, or a bug: all become a status
                 code = _code_of(error)
                 await self._fail(context, method, error)
                 raise  # unreachable: abort raises
@@ -88,7 +88,7 @@ class _Edge:
                 async for message in fn(request, context):
                     sent_bytes.inc(len(message))
                     yield message
-            except (SparkfleetError, grpc.aio.AioRpcError, Exception) as error:
+            except Exception as error:  # ours, a backend status, or a bug: all become a status
                 code = _code_of(error)
                 await self._fail(context, method, error)
             except asyncio.CancelledError:
