@@ -91,7 +91,7 @@ class _Edge:
             except Exception as error:  # ours, a backend status, or a bug: all become a status
                 code = _code_of(error)
                 await self._fail(context, method, error)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away mid-stream
                 code = "CANCELLED"
                 raise
             finally:

@@ -131,8 +131,10 @@ class SparkConnectService:
                     reason="cluster lost" if isinstance(surfaced, ClusterLost) else "",
                 )
             raise surfaced from None
-        except asyncio.CancelledError:
-            # The client went away. A reattachable operation lives on until it is released.
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: CancelledError if we were awaiting the cluster, GeneratorExit
+            # if grpc closed us while parked at `yield`. A reattachable operation lives on until
+            # it is released.
             if op is not None and not reattachable:
                 self.r.operations.finished(op, "cancelled", cluster.runtime.name, reason="client disconnected")
             raise
