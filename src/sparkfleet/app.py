@@ -96,7 +96,7 @@ class Sparkfleet:
         self.metrics.sessions.set_function(self.sessions.open_count)
         operations = OperationRegistry(self.db, self.clock)
         self._backends = Backends(self.fleet)
-        router = Router(self.fleet, self.sessions, operations, self._backends)
+        router = Router(self.fleet, self.sessions, operations, self._backends, s.pool.placement)
         service = SparkConnectService(router)
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.

@@ -61,6 +61,10 @@ class PoolSettings(_Strict):
     clusters: list[str] = Field(default_factory=lambda: ["M"])
     # Extra Spark confs for every cluster of the pool (server-wide confs such as reattach limits).
     spark_conf: dict[str, str] = Field(default_factory=dict)
+    # How a session's requests are placed: "sticky" keeps a session on one cluster while it is
+    # ready; "alternate" moves every request to the next cluster (a test setting that proves any
+    # query of a session runs on any cluster).
+    placement: str = Field(default="sticky", pattern="^(sticky|alternate)$")
     # Seconds to wait for a cluster to accept Spark Connect calls before giving up on it.
     start_timeout_s: float = Field(default=180.0, gt=0)
     # Seconds to wait after SIGTERM before a cluster's processes are killed.

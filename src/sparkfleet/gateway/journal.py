@@ -112,6 +112,10 @@ class SessionJournal:
         entry = Entry(self._next_seq, effect.key, effect.removes, rpc, payload)
         self._next_seq += 1
         self.entries.append(entry)
+        self._persist(entry)
+        return entry
+
+    def _persist(self, entry: Entry) -> None:
         append_entry(
             self._db,
             {
@@ -125,7 +129,12 @@ class SessionJournal:
                 "created_at": self._clock.now(),
             },
         )
-        return entry
+
+    def copy_entry(self, entry: Entry) -> None:
+        """Adopt an entry from another session's journal (CloneSession), keeping its seq."""
+        self.entries.append(entry)
+        self._next_seq = max(self._next_seq, entry.seq + 1)
+        self._persist(entry)
 
     def forget(self) -> None:
         """The session is released: its journal is of no further use."""

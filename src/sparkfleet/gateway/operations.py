@@ -52,6 +52,9 @@ class Operation:
     submitted_mono: float
     response_bytes: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # Session-state effects to journal once the operation succeeds, and the request to replay.
+    effects: list[Any] = field(default_factory=list)
+    request: bytes = b""
 
 
 class OperationRegistry:

@@ -75,7 +75,9 @@ class Router:
         sessions: SessionRegistry,
         operations: OperationRegistry,
         backends: Backends,
+        placement_strategy: str = "sticky",
     ) -> None:
+        self.placement_strategy = placement_strategy
         self.fleet = fleet
         self.sessions = sessions
         self.operations = operations
@@ -102,7 +104,10 @@ class Router:
     # ---- placement ---------------------------------------------------------------------------
 
     def place(self, session: VirtualSession) -> tuple[Cluster, str]:
-        decision = place_query(PlacementRequest(session.session_id, session.home_cluster_id), self.fleet.snapshot())
+        decision = place_query(
+            PlacementRequest(session.session_id, session.home_cluster_id, self.placement_strategy),
+            self.fleet.snapshot(),
+        )
         if not isinstance(decision, RunOn):
             raise NoCapacity(f"no cluster can take this request now: {decision.reason}; try again shortly")
         cluster = self.fleet.get(decision.cluster_id)

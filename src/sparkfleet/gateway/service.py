@@ -19,11 +19,15 @@ from sparkfleet.errors import ClusterLost, MalformedMessage, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
+from sparkfleet.gateway.sessions import VirtualSession
+from sparkfleet.gateway.replay import Replayer
 from sparkfleet.plan.inspect import inspect_plan
+from sparkfleet.plan.state import Effect, execute_plan_effects
 from sparkfleet.plan.wire import (
     as_message,
     as_str,
     encode_string_field,
+    iter_fields,
     read_fields,
     read_repeated,
     replace_string_field,
@@ -46,6 +50,19 @@ _INTERRUPT_OPERATION = 3
 _ERROR_ID, _CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID, _ALLOW_RECONNECT = 3, 3, 4, 4
 
 
+_CONFIG_OPERATION, _CONFIG_SET, _CONFIG_UNSET = 3, 1, 6
+
+
+def _changes_config(request: bytes) -> bool:
+    """Whether a ConfigRequest sets or unsets (the only operations worth journaling)."""
+    operation = read_fields(request, frozenset({_CONFIG_OPERATION})).get(_CONFIG_OPERATION)
+    if operation is None:
+        return False
+    for field in iter_fields(as_message(operation, "operation")):
+        return field.number in (_CONFIG_SET, _CONFIG_UNSET)
+    return False
+
+
 def _is_reattachable(request: bytes) -> bool:
     """True if any RequestOption carries reattach_options{reattachable: true}."""
     for option in read_repeated(request, _REQUEST_OPTIONS):
@@ -60,6 +77,7 @@ def _is_reattachable(request: bytes) -> bool:
 class SparkConnectService:
     def __init__(self, router: Router) -> None:
         self.r = router
+        self.replay = Replayer(router)
         # Partial releases (release_until) waiting to be forwarded, newest per operation, and the
         # operations whose release is on its way to the cluster now.
         self._pending_releases: dict[tuple[str, str, str], tuple[Cluster, bytes, Routed]] = {}
@@ -80,10 +98,14 @@ class SparkConnectService:
             request = request + encode_string_field(_OPERATION_ID, operation_id)
         session = routed.session
         cluster, reason = self.r.place(session)
+        await self.replay.catch_up(session, cluster, routed.metadata)
         outgoing = self.r.to_backend(_EXEC, request, session, cluster)
         op = self.r.operations.started(
             operation_id, session.key, cluster.id, cluster.runtime.name, shape.label, reason
         )
+        if shape.kind == "command":
+            op.effects = [c for c in execute_plan_effects(request) if isinstance(c, Effect)]
+            op.request = request
         call = self.r.backends.unary_stream(cluster, "ExecutePlan")(
             outgoing, metadata=self.r.call_metadata(cluster, routed)
         )
@@ -119,9 +141,12 @@ class SparkConnectService:
                     op.response_bytes += len(message)
                 if _RESULT_COMPLETE in found:
                     complete = True
+                    # Settle before the client sees the end: its next request may come at once,
+                    # possibly on another cluster, and must find the journal up to date.
+                    self._succeeded(op, session, cluster)
                 yield out
-            if op is not None and (complete or not reattachable):
-                self.r.operations.finished(op, "succeeded", cluster.runtime.name)
+            if not complete and not reattachable:
+                self._succeeded(op, session, cluster)
         except grpc.aio.AioRpcError as error:
             surfaced = await self.r.backend_failed(error, cluster, f"operation {op.id if op else '?'}")
             if op is not None:
@@ -141,6 +166,14 @@ class SparkConnectService:
         finally:
             cluster.running_queries -= 1
             call.cancel()
+
+    def _succeeded(self, op: Operation | None, session: VirtualSession, cluster: Cluster) -> None:
+        if op is None:
+            return
+        if op.effects:
+            self.replay.record(session, cluster, op.effects, "ExecutePlan", op.request)
+            op.effects = []
+        self.r.operations.finished(op, "succeeded", cluster.runtime.name)
 
     async def release_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["ReleaseExecute"]
@@ -212,7 +245,11 @@ class SparkConnectService:
         shape = RPCS[name]
         routed = self.r.resolve(shape, request, context)
         cluster, _ = self.r.place(routed.session)
-        return await self._unary(shape, request, routed, cluster)
+        await self.replay.catch_up(routed.session, cluster, routed.metadata)
+        response = await self._unary(shape, request, routed, cluster)
+        if name == "Config" and _changes_config(request):
+            self.replay.record_config(routed.session, cluster, request)
+        return response
 
     async def analyze_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return await self._forward_home("AnalyzePlan", request, context)
@@ -232,6 +269,7 @@ class SparkConnectService:
         routed = self.r.resolve(shape, first, context)
         session = routed.session
         cluster, _ = self.r.place(session)
+        await self.replay.catch_up(session, cluster, routed.metadata)
 
         async def outgoing() -> AsyncIterator[bytes]:
             yield self.r.to_backend(shape, first, session, cluster)
@@ -332,6 +370,7 @@ class SparkConnectService:
         routed = self.r.resolve(shape, request, context)
         session = routed.session
         cluster, _ = self.r.place(session)
+        await self.replay.catch_up(session, cluster, routed.metadata)
         response = await self._unary(shape, request, routed, cluster)
         fields = read_fields(response, frozenset({_CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID}))
         clone = self.r.sessions.adopt_clone(

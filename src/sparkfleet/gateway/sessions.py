@@ -7,11 +7,13 @@ id, so requests carry the right observed id to each cluster and responses carry 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 
 from sparkfleet.clock import Clock
 from sparkfleet.errors import InvalidHandle, NoCapacity
+from sparkfleet.gateway.journal import ReplayCursor, SessionJournal
 from sparkfleet.store import Database
 from sparkfleet.store.sessions import record_session
 
@@ -40,6 +42,10 @@ class VirtualSession:
     home_cluster_id: str | None = None
     backends: dict[str, BackendSession] = field(default_factory=dict)
     closed: bool = False
+    journal: SessionJournal | None = None
+    # Per cluster: how far its copy of the session has caught up with the journal.
+    cursors: dict[str, ReplayCursor] = field(default_factory=dict)
+    replay_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _written_activity_at: float = 0.0
 
     @property
@@ -109,6 +115,7 @@ class SessionRegistry:
                 last_active_at=now,
                 client_type=client_type,
             )
+            session.journal = SessionJournal(self._db, self._clock, user_id, session_id)
             self._sessions[session.key] = session
             self.persist(session)
             return session
@@ -142,6 +149,14 @@ class SessionRegistry:
             home_cluster_id=cluster_id,
         )
         clone.backend(cluster_id).server_side_session_id = backend_server_side_id or None
+        # The clone starts with the source's state on the cloning cluster, and its journal.
+        clone.journal = SessionJournal(self._db, self._clock, clone.user_id, clone.session_id)
+        if source.journal is not None:
+            for entry in source.journal.entries:
+                clone.journal.copy_entry(entry)
+        source_cursor = source.cursors.get(cluster_id)
+        if source_cursor is not None:
+            clone.cursors[cluster_id] = ReplayCursor(source_cursor.seq, set(source_cursor.held))
         self._sessions[clone.key] = clone
         self.persist(clone)
         return clone
@@ -150,6 +165,8 @@ class SessionRegistry:
         """Mark the session released; ``forget`` lets the same id start afresh (allow_reconnect)."""
         session.closed = True
         self.persist(session)
+        if session.journal is not None:
+            session.journal.forget()
         if forget:
             self._sessions.pop(session.key, None)
 

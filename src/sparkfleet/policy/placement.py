@@ -15,6 +15,9 @@ class PlacementRequest:
     session_id: str
     # The cluster the session already lives on, if any: staying there avoids rebuilding its state.
     home_cluster_id: str | None
+    # "sticky" (default) keeps a session home; "alternate" (tests) moves every request on, round
+    # robin, to prove any query of a session can run on any cluster.
+    strategy: str = "sticky"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,12 @@ def _load(cluster: ClusterView) -> tuple[float, int, str]:
 def place_query(request: PlacementRequest, fleet: FleetSnapshot) -> PlacementDecision:
     """Keep a session on its home cluster while that cluster takes queries, else least-loaded."""
     ready = fleet.ready()
+    if request.strategy == "alternate" and ready:
+        ordered = sorted(ready, key=lambda c: c.id)
+        ids = [c.id for c in ordered]
+        after = (ids.index(request.home_cluster_id) + 1) % len(ids) if request.home_cluster_id in ids else 0
+        chosen = ordered[after]
+        return RunOn(chosen.id, f"alternate placement (test setting): {chosen.id} follows {request.home_cluster_id}")
     for cluster in ready:
         if cluster.id == request.home_cluster_id:
             return RunOn(cluster.id, f"session's home cluster {cluster.id} is ready")

@@ -1,0 +1,84 @@
+"""A session's requests alternate between two clusters; its state follows them (journal replay)."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.errors import AnalysisException
+from pyspark.sql import SparkSession
+
+from sparkfleet.testing.process import SparkfleetProcess
+
+# Two clusters, and every request of a session moves to the other one.
+CONFIG = """
+[pool]
+clusters = ["S", "S"]
+placement = "alternate"
+"""
+
+
+@pytest.fixture(scope="module")
+def two_clusters():
+    with SparkfleetProcess(CONFIG, name="sparkfleet-alternate") as proc:
+        yield proc
+
+
+@pytest.fixture
+def session(two_clusters):
+    spark = SparkSession.builder.remote(two_clusters.url).create()
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
+def _clusters_used(proc, spark) -> set[str]:
+    return {q["cluster_id"] for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=1000")}
+
+
+def test_state_follows_a_session_across_clusters(two_clusters, session):
+    spark = session
+    spark.conf.set("spark.sql.shuffle.partitions", "7")
+    spark.range(6).createOrReplaceTempView("nums")
+    spark.sql("create or replace temp view evens as select id from nums where id % 2 = 0")
+    spark.udf.register("plus_one", lambda x: x + 1, "long")
+    for _ in range(4):
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "7"
+        rows = spark.sql("select plus_one(id) as p from evens order by id").collect()
+        assert [r.p for r in rows] == [1, 3, 5]
+    assert len(_clusters_used(two_clusters, spark)) == 2
+
+
+def test_drops_and_unsets_reach_every_cluster(two_clusters, session):
+    spark = session
+    spark.conf.set("spark.sql.shuffle.partitions", "9")
+    spark.range(3).createOrReplaceTempView("short_lived")
+    for _ in range(2):  # both clusters now hold the view and the conf
+        assert spark.sql("select count(*) c from short_lived").collect()[0].c == 3
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "9"
+    spark.sql("drop view short_lived")
+    spark.conf.unset("spark.sql.shuffle.partitions")
+    for _ in range(3):
+        with pytest.raises(AnalysisException):
+            spark.sql("select * from short_lived").collect()
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "200"
+
+
+def test_sql_set_and_variables_follow_the_session(session):
+    spark = session
+    spark.sql("SET spark.sql.ansi.enabled = false")
+    spark.sql("DECLARE VARIABLE answer INT DEFAULT 40")
+    spark.sql("SET VAR answer = answer + 2")
+    for _ in range(3):
+        assert spark.sql("select answer").collect()[0][0] == 42
+        assert spark.sql("select 1/0 as r").collect()[0].r is None  # ANSI off everywhere
+
+
+def test_cloned_session_has_the_state_on_every_cluster(two_clusters, session):
+    spark = session
+    spark.range(4).createOrReplaceTempView("cloned")
+    clone = spark.cloneSession()
+    try:
+        for _ in range(3):
+            assert clone.sql("select count(*) c from cloned").collect()[0].c == 4
+    finally:
+        clone.stop()
