@@ -139,3 +139,24 @@ def test_load_is_per_core_then_sessions_then_id() -> None:
     without_c = FleetSnapshot(tuple(c for c in fleet.clusters if c.id != "c-c"))
     decision = place_query(PlacementRequest("s", None), without_c)
     assert isinstance(decision, RunOn) and decision.cluster_id == "c-a"
+
+
+def test_alternate_strategy_moves_round_robin_over_ready_clusters():
+    from sparkfleet.fleet.model import ClusterState, ClusterView, FleetSnapshot, SizeClass
+    from sparkfleet.policy.placement import PlacementRequest, RunOn, place_query
+
+    size = SizeClass("S", 1, 1024)
+    fleet = FleetSnapshot(
+        tuple(
+            ClusterView(cid, size, "4.3.0", state, 0, 0)
+            for cid, state in [("a", ClusterState.READY), ("b", ClusterState.STARTING), ("c", ClusterState.READY)]
+        )
+    )
+    visited = []
+    home = None
+    for _ in range(4):
+        decision = place_query(PlacementRequest("s", home, "alternate"), fleet)
+        assert isinstance(decision, RunOn) and "alternate" in decision.reason
+        visited.append(decision.cluster_id)
+        home = decision.cluster_id
+    assert visited == ["a", "c", "a", "c"]
