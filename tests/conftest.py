@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from sparkfleet.testing.process import SparkfleetProcess
+from sparkfleet.testing.process import SparkfleetProcess, spark_session
 
 
 @pytest.fixture(scope="session")
@@ -20,16 +20,8 @@ def fleet():
 @pytest.fixture
 def spark(fleet):
     """A fresh stock PySpark Spark Connect session through the gateway."""
-    from pyspark.sql import SparkSession
-
-    session = SparkSession.builder.remote(fleet.url).create()
-    try:
+    with spark_session(fleet.url) as session:
         yield session
-    finally:
-        try:
-            session.stop()
-        except Exception:
-            pass
 
 
 @pytest.fixture

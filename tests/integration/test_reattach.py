@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pyarrow.compute as pc
 import pytest
-from pyspark.sql import SparkSession
 
-from sparkfleet.testing.process import SparkfleetProcess
+from sparkfleet.testing.process import SparkfleetProcess, spark_session
 
 # Every response stream ends after 1 s or 123 bytes: clients must reattach constantly.
 CONFIG = """
@@ -27,11 +26,8 @@ def short_streams():
 
 @pytest.fixture
 def session(short_streams):
-    spark = SparkSession.builder.remote(short_streams.url).create()
-    try:
+    with spark_session(short_streams.url) as spark:
         yield spark
-    finally:
-        spark.stop()
 
 
 def _rpc_count(proc, method):

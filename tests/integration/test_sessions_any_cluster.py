@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from pyspark.errors import AnalysisException
-from pyspark.sql import SparkSession
 
-from sparkfleet.testing.process import SparkfleetProcess
+from sparkfleet.testing.process import SparkfleetProcess, spark_session
 
 # Two clusters, and every request of a session moves to the other one.
 CONFIG = """
@@ -24,11 +23,8 @@ def two_clusters():
 
 @pytest.fixture
 def session(two_clusters):
-    spark = SparkSession.builder.remote(two_clusters.url).create()
-    try:
+    with spark_session(two_clusters.url) as spark:
         yield spark
-    finally:
-        spark.stop()
 
 
 def _clusters_used(proc, spark) -> set[str]:

@@ -6,6 +6,7 @@ line, and on stop checks that every cluster JVM it started is gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 _READY = re.compile(r"sparkfleet ready: sc://localhost:(\d+) admin http://localhost:(\d+)")
 
@@ -148,3 +149,18 @@ class SparkfleetProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def spark_session(url: str) -> Iterator[Any]:
+    """A fresh stock Spark Connect session on ``url``, stopped afterwards whatever happened."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(url).create()
+    try:
+        yield session
+    finally:
+        try:
+            session.stop()
+        except Exception:  # noqa: BLE001 - the server may be gone; nothing left to release
+            pass
