@@ -60,6 +60,12 @@ class ClusterLost(ClusterError):
         self.cluster_id = cluster_id
 
 
+class ReplayFailed(ClusterError):
+    """A session's journal could not be replayed onto a cluster."""
+
+    error_class = "SPARKFLEET.REPLAY_FAILED"
+
+
 class InvalidTransition(SparkfleetError):
     """A lifecycle table refused a state change; always a bug in sparkfleet."""
 

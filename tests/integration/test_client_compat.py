@@ -14,7 +14,7 @@ from pyspark.errors import AnalysisException, ArithmeticException, PySparkExcept
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkfleet.testing.process import wait_until
+from sparkfleet.testing.process import wait_until, wait_until_running_on_cluster
 
 SLEEP_SQL = "select reflect('java.lang.Thread', 'sleep', bigint({ms})) as slept"
 
@@ -172,21 +172,6 @@ def _run_in_thread(fn):
     return thread, box
 
 
-def _wait_running(fleet, spark):
-    """Wait until the gateway records a running query AND its cluster reports it (GetStatus)."""
-    running_state = 2  # OPERATION_STATE_RUNNING
-
-    def running_on_server():
-        records = [q for q in _query_records(fleet, spark.session_id) if q["state"] == "running"]
-        if not records:
-            return None
-        statuses = spark._client._get_operation_statuses([q["id"] for q in records]).operation_statuses
-        running = [st.operation_id for st in statuses if st.state == running_state]
-        return running or None
-
-    return wait_until(running_on_server, 60, what="a query running on its cluster")
-
-
 def test_interrupt_all_tag_and_operation(fleet, spark, tag):
 
     # interruptTag (tags are thread-local in the client: tag the query's own thread)
@@ -195,7 +180,7 @@ def test_interrupt_all_tag_and_operation(fleet, spark, tag):
         return spark.sql(SLEEP_SQL.format(ms=60_000)).collect()
 
     thread, box = _run_in_thread(tagged_query)
-    _wait_running(fleet, spark)
+    wait_until_running_on_cluster(fleet, spark)
     interrupted = spark.interruptTag(tag)
     thread.join(60)
     assert len(interrupted) == 1
@@ -203,14 +188,14 @@ def test_interrupt_all_tag_and_operation(fleet, spark, tag):
 
     # interruptOperation, with the operation id taken from the gateway's own records
     thread, box = _run_in_thread(lambda: spark.sql(SLEEP_SQL.format(ms=60_000)).collect())
-    op_id = _wait_running(fleet, spark)[0]
+    op_id = wait_until_running_on_cluster(fleet, spark)[0]
     assert spark.interruptOperation(op_id) == [op_id]
     thread.join(60)
     assert "error" in box
 
     # interruptAll
     thread, box = _run_in_thread(lambda: spark.sql(SLEEP_SQL.format(ms=60_000)).collect())
-    _wait_running(fleet, spark)
+    wait_until_running_on_cluster(fleet, spark)
     assert len(spark.interruptAll()) >= 1
     thread.join(60)
     assert "error" in box

@@ -14,20 +14,9 @@ import pytest
 from pyspark.errors import PySparkException
 from pyspark.sql import SparkSession
 
-from sparkfleet.testing.process import SparkfleetProcess, pid_alive, wait_until
+from sparkfleet.testing.process import SparkfleetProcess, pid_alive, wait_until, wait_until_running_on_cluster
 
 SMALL_POOL = '[pool]\nclusters = ["S"]\n'
-
-
-def _running_on_server(proc, spark):
-    def check():
-        records = [q for q in proc.api(f"/api/queries?session_id={spark.session_id}") if q["state"] == "running"]
-        if not records:
-            return None
-        statuses = spark._client._get_operation_statuses([q["id"] for q in records]).operation_statuses
-        return [s.operation_id for s in statuses if s.state == 2] or None
-
-    return wait_until(check, 60, what="a query running on its cluster")
 
 
 def test_cluster_killed_mid_query_gives_a_clear_error_and_is_replaced():
@@ -44,7 +33,7 @@ def test_cluster_killed_mid_query_gives_a_clear_error_and_is_replaced():
 
         thread = threading.Thread(target=long_query, daemon=True)
         thread.start()
-        op_id = _running_on_server(proc, spark)[0]
+        op_id = wait_until_running_on_cluster(proc, spark)[0]
         os.kill(victim["pid"], signal.SIGKILL)
         thread.join(60)
         assert not thread.is_alive()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Callable
@@ -90,7 +91,7 @@ class FleetController:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._listeners: list[ClusterListener] = []
-        self._cpus = sorted(_available_cpus())
+        self._cpus = sorted(os.sched_getaffinity(0))
 
     # ---- queries from the rest of the system -------------------------------------------------
 
@@ -251,8 +252,3 @@ class FleetController:
             self._db.write("UPDATE clusters SET state='lost', updated_at=? WHERE id=?", (now, row["id"]))
             record_cluster_event(self._db, row["id"], now, "lost", "the sparkfleet process that ran it ended")
 
-
-def _available_cpus() -> set[int]:
-    import os
-
-    return os.sched_getaffinity(0)

@@ -13,7 +13,7 @@ import uuid
 import grpc
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.errors import ClusterError, SparkfleetError
+from sparkfleet.errors import ReplayFailed, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.gateway.forwarding import Metadata
 from sparkfleet.gateway.journal import Entry, ReplayCursor, advance, entries_to_replay
@@ -24,10 +24,6 @@ from sparkfleet.plan.wire import replace_string_field
 
 _SESSION_ID = 1
 _EXECUTE_OPERATION_ID = 6
-
-
-class ReplayFailed(ClusterError):
-    error_class = "SPARKFLEET.REPLAY_FAILED"
 
 
 class Replayer:

@@ -164,3 +164,18 @@ def spark_session(url: str) -> Iterator[Any]:
             session.stop()
         except Exception:  # noqa: BLE001 - the server may be gone; nothing left to release
             pass
+
+
+def wait_until_running_on_cluster(proc: SparkfleetProcess, spark: Any, timeout_s: float = 60) -> list[str]:
+    """Operation ids of ``spark``'s queries that the gateway records as running AND that their
+    cluster reports running (GetStatus through the gateway); waits until there is one."""
+    running_state = 2  # OPERATION_STATE_RUNNING
+
+    def check() -> list[str] | None:
+        records = [q for q in proc.api(f"/api/queries?session_id={spark.session_id}") if q["state"] == "running"]
+        if not records:
+            return None
+        statuses = spark._client._get_operation_statuses([q["id"] for q in records]).operation_statuses
+        return [st.operation_id for st in statuses if st.state == running_state] or None
+
+    return wait_until(check, timeout_s, what="a query running on its cluster")
