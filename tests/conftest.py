@@ -17,6 +17,27 @@ def fleet():
         yield proc
 
 
+# Two clusters, and every request of a session moves to the other one: proves that a session's
+# state follows its queries to any cluster.
+ALTERNATING_POOL = """
+[pool]
+clusters = ["S", "S"]
+placement = "alternate"
+"""
+
+
+@pytest.fixture(scope="session")
+def alternating_pool():
+    with SparkfleetProcess(ALTERNATING_POOL, name="sparkfleet-alternate") as proc:
+        yield proc
+
+
+@pytest.fixture
+def alternating_session(alternating_pool):
+    with spark_session(alternating_pool.url) as session:
+        yield session
+
+
 @pytest.fixture
 def spark(fleet):
     """A fresh stock PySpark Spark Connect session through the gateway."""

@@ -20,6 +20,7 @@ from sparkfleet.errors import EnvironmentProblem
 from sparkfleet.fleet.controller import FleetController
 from sparkfleet.fleet.provisioners.local import LocalProvisioner, ProgressCallback
 from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_runtime
+from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.forwarding import Backends
 from sparkfleet.gateway.operations import OperationRegistry
 from sparkfleet.gateway.routing import Router
@@ -92,18 +93,22 @@ class Sparkfleet:
         provisioner = provisioner_cls(data_dir, s.pool.start_timeout_s, s.pool.stop_timeout_s)
         self.fleet = FleetController(s, provisioner, self.runtime, self.db, self.clock, self._progress)
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()))
-        self.sessions = SessionRegistry(self.db, self.clock)
+        artifacts = ArtifactStore(data_dir / "artifacts").open()
+        self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts)
         self.metrics.sessions.set_function(self.sessions.open_count)
         operations = OperationRegistry(self.db, self.clock)
         self._backends = Backends(self.fleet)
-        router = Router(self.fleet, self.sessions, operations, self._backends, s.pool.placement)
-        service = SparkConnectService(router)
+        router = Router(
+            self.fleet, self.sessions, operations, self._backends, s.pool.placement, s.gateway.capacity_wait_s, self.clock
+        )
+        service = SparkConnectService(router, artifacts)
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.
         self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port)
         await self._start_admin()
-        await self.fleet.start()
+        # Clients may connect while the pool starts: their requests wait for a ready cluster.
         await self._grpc.start()
+        await self.fleet.start()
 
     async def _start_admin(self) -> None:
         s = self.settings.admin

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--all", action="store_true", help="include stopped and lost clusters")
     status.set_defaults(func=_cmd_status)
 
-    bench = sub.add_parser("bench", help="run a benchmark (overhead, config-rpc)")
+    bench = sub.add_parser("bench", help="run a benchmark (overhead, config-rpc, faults)")
     bench.add_argument("name")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
@@ -136,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compat.add_argument("--modules", help="comma-separated pyspark.sql.connect modules (default: all)")
     compat.add_argument("--jobs", type=int, default=2, help="doctest modules run at once")
+    compat.add_argument(
+        "--placement", choices=("sticky", "alternate"), default="sticky",
+        help="gateway side: one cluster (sticky, default) or two with every request of a session "
+             "moved to the other one (alternate)",
+    )
     compat.add_argument("--timeout", type=float, default=2700, help="seconds one module may run (default 2700)")
     compat.add_argument("--out", type=Path, help="where logs and summary.json go (default: a new temp dir)")
     compat.set_defaults(func=_cmd_compat)

@@ -46,6 +46,9 @@ class GatewaySettings(_Strict):
     port: int = Field(default=DEFAULT_GATEWAY_PORT, ge=0, le=65535)
     # Seconds a client may take to stop a stream politely before the gateway cancels it on shutdown.
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # Seconds a request waits for a ready cluster (while the pool starts, or replaces lost
+    # clusters) before the client is told to retry later.
+    capacity_wait_s: float = Field(default=120.0, ge=0)
 
 
 class AdminSettings(_Strict):

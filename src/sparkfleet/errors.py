@@ -55,9 +55,12 @@ class ClusterLost(ClusterError):
     error_class = "SPARKFLEET.CLUSTER_LOST"
     sql_state = "08006"
 
-    def __init__(self, message: str, cluster_id: str) -> None:
+    def __init__(self, message: str, cluster_id: str, reached_cluster: bool = True) -> None:
         super().__init__(message)
         self.cluster_id = cluster_id
+        # False only when the request provably never reached the cluster (the connection was
+        # refused): then nothing it asked for can have happened.
+        self.reached_cluster = reached_cluster
 
 
 class ReplayFailed(ClusterError):
@@ -78,6 +81,12 @@ class NoCapacity(SparkfleetError):
     error_class = "SPARKFLEET.NO_CAPACITY"
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     sql_state = "53000"
+
+    def __init__(self, message: str, retry_delay_s: float | None = None) -> None:
+        super().__init__(message)
+        # When set, the client is told (RetryInfo) to try again after this long; the stock
+        # client then retries on its own.
+        self.retry_delay_s = retry_delay_s
 
 
 class RequestError(SparkfleetError):

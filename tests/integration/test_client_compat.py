@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import zipfile
 
 import pandas as pd
@@ -14,7 +13,7 @@ from pyspark.errors import AnalysisException, ArithmeticException, PySparkExcept
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from sparkfleet.testing.process import wait_until, wait_until_running_on_cluster
+from sparkfleet.testing.process import run_in_thread, wait_until, wait_until_running_on_cluster
 
 SLEEP_SQL = "select reflect('java.lang.Thread', 'sleep', bigint({ms})) as slept"
 
@@ -158,20 +157,6 @@ def _counter(metrics_text: str, method: str) -> float:
     return total
 
 
-def _run_in_thread(fn):
-    box: dict = {}
-
-    def target():
-        try:
-            box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, box
-
-
 def test_interrupt_all_tag_and_operation(fleet, spark, tag):
 
     # interruptTag (tags are thread-local in the client: tag the query's own thread)
@@ -179,7 +164,7 @@ def test_interrupt_all_tag_and_operation(fleet, spark, tag):
         spark.addTag(tag)
         return spark.sql(SLEEP_SQL.format(ms=60_000)).collect()
 
-    thread, box = _run_in_thread(tagged_query)
+    thread, box = run_in_thread(tagged_query)
     wait_until_running_on_cluster(fleet, spark)
     interrupted = spark.interruptTag(tag)
     thread.join(60)
@@ -187,14 +172,14 @@ def test_interrupt_all_tag_and_operation(fleet, spark, tag):
     assert "OPERATION_CANCELED" in str(box.get("error")) or "cancel" in str(box.get("error")).lower()
 
     # interruptOperation, with the operation id taken from the gateway's own records
-    thread, box = _run_in_thread(lambda: spark.sql(SLEEP_SQL.format(ms=60_000)).collect())
+    thread, box = run_in_thread(lambda: spark.sql(SLEEP_SQL.format(ms=60_000)).collect())
     op_id = wait_until_running_on_cluster(fleet, spark)[0]
     assert spark.interruptOperation(op_id) == [op_id]
     thread.join(60)
     assert "error" in box
 
     # interruptAll
-    thread, box = _run_in_thread(lambda: spark.sql(SLEEP_SQL.format(ms=60_000)).collect())
+    thread, box = run_in_thread(lambda: spark.sql(SLEEP_SQL.format(ms=60_000)).collect())
     wait_until_running_on_cluster(fleet, spark)
     assert len(spark.interruptAll()) >= 1
     thread.join(60)

@@ -5,34 +5,14 @@ from __future__ import annotations
 import pytest
 from pyspark.errors import AnalysisException
 
-from sparkfleet.testing.process import SparkfleetProcess, spark_session
-
-# Two clusters, and every request of a session moves to the other one.
-CONFIG = """
-[pool]
-clusters = ["S", "S"]
-placement = "alternate"
-"""
-
-
-@pytest.fixture(scope="module")
-def two_clusters():
-    with SparkfleetProcess(CONFIG, name="sparkfleet-alternate") as proc:
-        yield proc
-
-
-@pytest.fixture
-def session(two_clusters):
-    with spark_session(two_clusters.url) as spark:
-        yield spark
 
 
 def _clusters_used(proc, spark) -> set[str]:
     return {q["cluster_id"] for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=1000")}
 
 
-def test_state_follows_a_session_across_clusters(two_clusters, session):
-    spark = session
+def test_state_follows_a_session_across_clusters(alternating_pool, alternating_session):
+    spark = alternating_session
     spark.conf.set("spark.sql.shuffle.partitions", "7")
     spark.range(6).createOrReplaceTempView("nums")
     spark.sql("create or replace temp view evens as select id from nums where id % 2 = 0")
@@ -41,11 +21,11 @@ def test_state_follows_a_session_across_clusters(two_clusters, session):
         assert spark.conf.get("spark.sql.shuffle.partitions") == "7"
         rows = spark.sql("select plus_one(id) as p from evens order by id").collect()
         assert [r.p for r in rows] == [1, 3, 5]
-    assert len(_clusters_used(two_clusters, spark)) == 2
+    assert len(_clusters_used(alternating_pool, spark)) == 2
 
 
-def test_drops_and_unsets_reach_every_cluster(two_clusters, session):
-    spark = session
+def test_drops_and_unsets_reach_every_cluster(alternating_pool, alternating_session):
+    spark = alternating_session
     spark.conf.set("spark.sql.shuffle.partitions", "9")
     spark.range(3).createOrReplaceTempView("short_lived")
     for _ in range(2):  # both clusters now hold the view and the conf
@@ -59,8 +39,8 @@ def test_drops_and_unsets_reach_every_cluster(two_clusters, session):
         assert spark.conf.get("spark.sql.shuffle.partitions") == "200"
 
 
-def test_sql_set_and_variables_follow_the_session(session):
-    spark = session
+def test_sql_set_and_variables_follow_the_session(alternating_session):
+    spark = alternating_session
     spark.sql("SET spark.sql.ansi.enabled = false")
     spark.sql("DECLARE VARIABLE answer INT DEFAULT 40")
     spark.sql("SET VAR answer = answer + 2")
@@ -69,8 +49,8 @@ def test_sql_set_and_variables_follow_the_session(session):
         assert spark.sql("select 1/0 as r").collect()[0].r is None  # ANSI off everywhere
 
 
-def test_cloned_session_has_the_state_on_every_cluster(two_clusters, session):
-    spark = session
+def test_cloned_session_has_the_state_on_every_cluster(alternating_pool, alternating_session):
+    spark = alternating_session
     spark.range(4).createOrReplaceTempView("cloned")
     clone = spark.cloneSession()
     try:

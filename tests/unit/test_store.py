@@ -188,7 +188,7 @@ def test_query_records_round_trip(db: Database) -> None:
     assert q1 == {
         **_query("q-1", "s-1", 1.0), "state": "succeeded", "finished_at": 4.0, "duration_ms": 3000.0,
         "response_bytes": 123, "attempts": attempts, "fingerprint": None, "profile": None,
-        "estimate": None, "error_class": None, "error_message": None,
+        "estimate": None, "error_class": None, "error_message": None, "intent": "",
     }  # fmt: skip
     assert everything[0]["attempts"] == [] and everything[0]["response_bytes"] == 0
     assert [q["id"] for q in list_queries(db, session_id="s-1")] == ["q-3", "q-1"]

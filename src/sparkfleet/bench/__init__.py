@@ -31,6 +31,11 @@ BENCHMARKS = {
             "sparkfleet.bench.config_rpc",
             "Config RPC throughput and latency with many concurrent clients, gateway vs. direct",
         ),
+        Benchmark(
+            "faults",
+            "sparkfleet.bench.faults",
+            "concurrent sessions keep reading while clusters are SIGKILLed; failures and recovery",
+        ),
     )
 }
 

@@ -144,3 +144,24 @@ def extra_failures(direct: TargetRun, gateway: TargetRun) -> list[ExtraFailure]:
         if other is None or not other.passed:
             extra.append(ExtraFailure(result, other))
     return extra
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementSpread:
+    """Where the gateway ran the doctests' queries, from (the newest of) its query records."""
+
+    records: int
+    per_cluster: dict[str, int]
+    sessions: int
+    sessions_on_several: int  # sessions whose queries ran on more than one cluster
+
+
+def placement_spread(records: list[dict]) -> PlacementSpread:
+    per_cluster: dict[str, int] = {}
+    clusters_by_session: dict[str, set[str]] = {}
+    for record in records:
+        cluster = record.get("cluster_id") or "?"
+        per_cluster[cluster] = per_cluster.get(cluster, 0) + 1
+        clusters_by_session.setdefault(record.get("session_id") or "?", set()).add(cluster)
+    several = sum(1 for clusters in clusters_by_session.values() if len(clusters) > 1)
+    return PlacementSpread(len(records), dict(sorted(per_cluster.items())), len(clusters_by_session), several)

@@ -4,15 +4,18 @@ Every ``pyspark.sql.connect.*`` module of the installed wheel that has a ``_test
 own child process (``python -m sparkfleet.bench.doctest_recorder <module>``, which is
 ``python -m <module>`` plus a per-example record) against ``SPARK_CONNECT_TESTING_REMOTE``: once
 against a Spark Connect server started directly, then, after that server is stopped, through a
-fresh ``sparkfleet up`` with one cluster of the same size. Examples are identified by
-(module, doctest name, line in the docstring); an *extra failure* is one that passed directly and
-failed, or was never reached, through the gateway.
+fresh ``sparkfleet up``. With ``--placement sticky`` (the default) the gateway has one cluster of
+the same size; with ``--placement alternate`` it has two and moves every request of a session to
+the other one, so each doctest's session state must follow it across clusters. Examples are
+identified by (module, doctest name, line in the docstring); an *extra failure* is one that passed
+directly and failed, or was never reached, through the gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import importlib.util
 import json
 import os
@@ -36,8 +39,10 @@ from sparkfleet.bench.doctest_results import (
     ExampleResult,
     ExtraFailure,
     ModuleRun,
+    PlacementSpread,
     TargetRun,
     extra_failures,
+    placement_spread,
     read_results,
 )
 
@@ -217,9 +222,17 @@ def run_target(
     return target
 
 
-# Both targets get one Spark Connect server of the same size; the gateway's is its only cluster.
+# Every Spark Connect server of both targets has the same size (so output that depends on the
+# number of partitions matches): the direct one, and each cluster of the gateway's pool.
 _CORES, _MEMORY_MB = 2, 2048
-_GATEWAY_TOML = f'[pool]\nclusters = ["M"]\n\n[sizes.M]\ncores = {_CORES}\nmemory_mb = {_MEMORY_MB}\n'
+PLACEMENTS = {"sticky": 1, "alternate": 2}  # placement -> clusters in the gateway's pool
+_QUERY_RECORDS = 10_000  # the admin API's largest page: the spread is of the newest records
+
+
+def gateway_toml(placement: str) -> str:
+    clusters = ", ".join(['"M"'] * PLACEMENTS[placement])
+    return (f'[pool]\nclusters = [{clusters}]\nplacement = "{placement}"\n\n'
+            f'[sizes.M]\ncores = {_CORES}\nmemory_mb = {_MEMORY_MB}\n')
 
 
 def _direct_target():  # type: ignore[no-untyped-def]
@@ -228,24 +241,28 @@ def _direct_target():  # type: ignore[no-untyped-def]
     return DirectServer(cores=_CORES, memory_mb=_MEMORY_MB)
 
 
-def _gateway_target():  # type: ignore[no-untyped-def]
+def _gateway_target(placement: str):  # type: ignore[no-untyped-def]
     from sparkfleet.testing.process import SparkfleetProcess
 
-    return SparkfleetProcess(config_toml=_GATEWAY_TOML, name="sparkfleet-compat")
+    return SparkfleetProcess(config_toml=gateway_toml(placement), name="sparkfleet-compat")
 
 
-def _with_server(make, run: Callable[[str], TargetRun]) -> TargetRun:  # type: ignore[no-untyped-def]
-    """Start a server, run against its url, and stop it however the run ends (Ctrl-C included)."""
+def _with_server(make, run: Callable[[str], TargetRun], inspect=None) -> TargetRun:  # type: ignore[no-untyped-def]
+    """Start a server, run against its url, let ``inspect`` look at it, and stop it however the
+    run ends (Ctrl-C included)."""
     server = make()
     try:
         server.start()
-        return run(server.url)
+        result = run(server.url)
+        if inspect is not None:
+            inspect(server)
+        return result
     finally:
         server.stop()
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt so the same cleanup runs for both."""
 
     def raise_interrupt(signum, frame):  # type: ignore[no-untyped-def]
@@ -281,9 +298,17 @@ def _stuck_in(run: ModuleRun) -> str:
     return f" in {stuck[0].key[1]}, line {stuck[0].file_line}" if stuck else ""
 
 
+def _describe_spread(spread: PlacementSpread) -> str:
+    clusters = ", ".join(f"{cluster} {n}" for cluster, n in spread.per_cluster.items())
+    return (f"queries per cluster ({spread.records} newest records): {clusters}; "
+            f"sessions that ran on more than one cluster: {spread.sessions_on_several} of {spread.sessions}")
+
+
 def print_report(out: Console, modules: list[DoctestModule], direct: TargetRun, gateway: TargetRun,
-                 extra: list[ExtraFailure]) -> None:
-    table = Table(title="pyspark Spark Connect doctests: direct vs through the gateway")
+                 extra: list[ExtraFailure], placement: str = "sticky", spread: PlacementSpread | None = None) -> None:
+    pool = PLACEMENTS[placement]
+    title = f"gateway placement {placement}, {pool} cluster{'s' if pool > 1 else ''}"
+    table = Table(title=f"pyspark Spark Connect doctests: direct vs through the gateway ({title})")
     table.add_column("module", no_wrap=True)
     for target in ("direct", "gateway"):
         table.add_column(f"{target}\ntried", justify="right")
@@ -321,6 +346,9 @@ def print_report(out: Console, modules: list[DoctestModule], direct: TargetRun, 
         ]
         if troubled:
             out.print(f"{target.name} modules that did not finish: {', '.join(troubled)}")
+    print(f"gateway placement: {placement} ({pool} cluster{'s' if pool > 1 else ''} of {_CORES} cores, {_MEMORY_MB} MB)")
+    if spread is not None:
+        print(f"  {_describe_spread(spread)}")
     print(f"direct: {direct.passed} passed, {direct.failed} failed")
     print(f"gateway: {gateway.passed} passed, {gateway.failed} failed")
     print(f"extra failures through the gateway: {len(extra)}")
@@ -330,7 +358,8 @@ def print_report(out: Console, modules: list[DoctestModule], direct: TargetRun, 
         print(f"      gateway: {_describe(item.gateway)}")
 
 
-def _write_summary(path: Path, direct: TargetRun, gateway: TargetRun, extra: list[ExtraFailure]) -> None:
+def _write_summary(path: Path, direct: TargetRun, gateway: TargetRun, extra: list[ExtraFailure],
+                   placement: str = "sticky", spread: PlacementSpread | None = None) -> None:
     def target_json(target: TargetRun) -> dict:
         return {
             "attempted": target.attempted, "passed": target.passed, "failed": target.failed,
@@ -348,6 +377,12 @@ def _write_summary(path: Path, direct: TargetRun, gateway: TargetRun, extra: lis
         }
 
     summary = {
+        "placement": {
+            "name": placement, "clusters": PLACEMENTS[placement],
+            "queries_per_cluster": spread.per_cluster if spread else None,
+            "sessions": spread.sessions if spread else None,
+            "sessions_on_several_clusters": spread.sessions_on_several if spread else None,
+        },
         "direct": target_json(direct),
         "gateway": target_json(gateway),
         "extra_failures": [
@@ -366,22 +401,32 @@ def _write_summary(path: Path, direct: TargetRun, gateway: TargetRun, extra: lis
 def run_compat(args: argparse.Namespace) -> int:
     modules = select_modules(discover_modules(), getattr(args, "modules", None))
     jobs = max(1, int(getattr(args, "jobs", None) or 2))
+    placement = getattr(args, "placement", None) or "sticky"
+    if placement not in PLACEMENTS:
+        raise SystemExit(f"sparkfleet compat: unknown placement {placement!r}; known: {', '.join(PLACEMENTS)}")
     timeout_s = float(getattr(args, "timeout", None) or DEFAULT_TIMEOUT_S)
     out_dir = getattr(args, "out", None)
     out_dir = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="sparkfleet-compat-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     err.print(
         f"sparkfleet compat: {len(modules)} module(s), {jobs} at a time, {timeout_s:.0f}s timeout each; "
-        f"logs in {out_dir}"
+        f"gateway placement {placement} ({PLACEMENTS[placement]} cluster(s)); logs in {out_dir}"
     )
     started = time.monotonic()
     targets: dict[str, TargetRun] = {}
+    spreads: list[PlacementSpread] = []
+
+    def record_spread(server) -> None:  # type: ignore[no-untyped-def]
+        spreads.append(placement_spread(server.api(f"/api/queries?limit={_QUERY_RECORDS}")))
+
     try:
-        with _sigterm_as_interrupt(), Progress(
+        with sigterm_as_interrupt(), Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err, transient=False,
         ) as progress:
-            for name, make in (("direct", _direct_target), ("gateway", _gateway_target)):
+            sides = (("direct", _direct_target, None),
+                     ("gateway", functools.partial(_gateway_target, placement), record_spread))
+            for name, make, inspect in sides:
                 task = progress.add_task(f"{name}: starting server", total=len(modules))
 
                 def on_done(run: ModuleRun, name: str = name, task=task) -> None:  # type: ignore[no-untyped-def]
@@ -398,7 +443,7 @@ def run_compat(args: argparse.Namespace) -> int:
                     progress.update(task, description=f"{name}: running doctests against {shown}")
                     return run_target(name, url, modules, jobs, timeout_s, out_dir, on_done)
 
-                targets[name] = _with_server(make, run)
+                targets[name] = _with_server(make, run, inspect)
                 progress.update(task, description=f"{name}: done, server stopped")
     except KeyboardInterrupt:
         err.print("sparkfleet compat: interrupted; every server and doctest process was stopped")
@@ -408,7 +453,8 @@ def run_compat(args: argparse.Namespace) -> int:
         return 2
     direct, gateway = targets["direct"], targets["gateway"]
     extra = extra_failures(direct, gateway)
-    print_report(_console(stderr=False), modules, direct, gateway, extra)
-    _write_summary(out_dir / "summary.json", direct, gateway, extra)
+    spread = spreads[0] if spreads else None
+    print_report(_console(stderr=False), modules, direct, gateway, extra, placement, spread)
+    _write_summary(out_dir / "summary.json", direct, gateway, extra, placement, spread)
     err.print(f"wall time {time.monotonic() - started:.0f}s; details in {out_dir}/summary.json and *.log")
     return 0 if not extra else 1

@@ -117,7 +117,15 @@ async def lost_cluster_error(
         code = handle.process.returncode if handle else None
         why = cluster.lost_reason or f"its JVM exited with status {code}"
     return ClusterLost(
-        f"{cluster.describe()} was lost while running {what}: {why}. "
-        "The request was not retried; run it again to place it on a healthy cluster.",
+        f"{cluster.describe()} was lost while running {what}: {why}.",
         cluster.id,
+        reached_cluster=not _never_connected(error),
+    )
+
+
+def _never_connected(error: grpc.aio.AioRpcError) -> bool:
+    """Whether gRPC failed to open a connection at all (so the request was never sent)."""
+    details = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details or "connection refused" in details
     )

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar
 
 from sparkfleet.clock import Clock
 from sparkfleet.store import Database
-from sparkfleet.store.queries import record_query_end, record_query_start
+from sparkfleet.store.queries import find_query, record_query_end, record_query_start
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -51,10 +51,18 @@ class Operation:
     kind: str
     submitted_mono: float
     response_bytes: int = 0
+    # Result messages (anything but progress reports) handed to the client; a re-run is invisible
+    # only while this is zero.
+    responses_forwarded: int = 0
     attempts: list[dict[str, Any]] = field(default_factory=list)
-    # Session-state effects to journal once the operation succeeds, and the request to replay.
-    effects: list[Any] = field(default_factory=list)
+    # Session-state changes to apply once the operation succeeds (journal entries, pins), and
+    # the request (to replay it elsewhere, or to re-run it after its cluster is lost).
+    changes: list[Any] = field(default_factory=list)
     request: bytes = b""
+    # A checkpoint: its result names a CachedRemoteRelation that lives only on this cluster.
+    captures_relation: bool = False
+    # What the query does to the outside world (plan/writes.py): decides whether it may be re-run.
+    intent: Any = None
 
 
 class OperationRegistry:
@@ -99,6 +107,7 @@ class OperationRegistry:
         runtime: str,
         kind: str,
         placement_reason: str,
+        intent: str = "",
     ) -> Operation:
         op = Operation(operation_id, session_key, cluster_id, kind, self._clock.monotonic())
         self.set_owner(session_key, operation_id, cluster_id)
@@ -114,10 +123,30 @@ class OperationRegistry:
                 "runtime": runtime,
                 "state": "running",
                 "placement_reason": placement_reason,
+                "intent": intent,
                 "submitted_at": self._clock.now(),
             },
         )
         return op
+
+    def attempt_failed(
+        self, op: Operation, runtime: str, outcome: str, error_class: str | None, reason: str
+    ) -> None:
+        """Record an attempt that failed and will be retried elsewhere."""
+        op.attempts.append(
+            {"cluster_id": op.cluster_id, "runtime": runtime, "outcome": outcome, "error_class": error_class, "reason": reason}
+        )
+        record_query_end(self._db, op.id, {"attempts": op.attempts})
+
+    def moved(self, op: Operation, cluster_id: str, placement_reason: str) -> None:
+        """The operation's next attempt runs on ``cluster_id``."""
+        op.cluster_id = cluster_id
+        self.set_owner(op.session_key, op.id, cluster_id)
+        record_query_end(self._db, op.id, {"cluster_id": cluster_id, "placement_reason": placement_reason})
+
+    def past_query(self, operation_id: str) -> dict[str, Any] | None:
+        """The stored record of an operation this gateway no longer tracks (e.g. before a restart)."""
+        return find_query(self._db, operation_id)
 
     def finished(
         self,

@@ -8,13 +8,16 @@ request succeeds, its effects are journaled and the executing cluster's cursor m
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from typing import AsyncIterator
 
 import grpc
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.errors import ReplayFailed, SparkfleetError
+from sparkfleet.errors import ReplayFailed, SparkfleetError, StoreError
 from sparkfleet.fleet.controller import Cluster
+from sparkfleet.gateway.artifacts import ArtifactStore, StoredUpload, artifact_key
 from sparkfleet.gateway.forwarding import Metadata
 from sparkfleet.gateway.journal import Entry, ReplayCursor, advance, entries_to_replay
 from sparkfleet.gateway.routing import RPCS, Router
@@ -22,13 +25,17 @@ from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.plan.state import Effect
 from sparkfleet.plan.wire import replace_string_field
 
+log = logging.getLogger(__name__)
+
 _SESSION_ID = 1
 _EXECUTE_OPERATION_ID = 6
 
 
 class Replayer:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, artifacts: ArtifactStore | None = None) -> None:
         self.r = router
+        # Where AddArtifacts entries keep their bytes; without it uploads are not journaled.
+        self.artifacts = artifacts
 
     def cursor(self, session: VirtualSession, cluster: Cluster) -> ReplayCursor:
         return session.cursors.setdefault(cluster.id, ReplayCursor())
@@ -48,6 +55,9 @@ class Replayer:
                 advance(cursor, [entry])
 
     async def _replay(self, entry: Entry, session: VirtualSession, cluster: Cluster, metadata: Metadata) -> None:
+        if entry.rpc == "AddArtifacts":
+            await self._replay_artifacts(entry, session, cluster, metadata)
+            return
         shape = RPCS[entry.rpc]
         # Entries copied from another session (CloneSession) name that session: replay as this one.
         payload = replace_string_field(entry.payload, _SESSION_ID, session.session_id)
@@ -73,6 +83,75 @@ class Replayer:
                 f"replaying journal entry {entry.seq} ({entry.key}) failed with "
                 f"{error.code().name}: {error.details()}"
             ) from None
+
+    async def _replay_artifacts(
+        self, entry: Entry, session: VirtualSession, cluster: Cluster, metadata: Metadata
+    ) -> None:
+        """Stream a stored AddArtifacts upload to ``cluster`` as this session, one message at a time."""
+        shape = RPCS["AddArtifacts"]
+
+        def failed(why: str) -> ReplayFailed:
+            return ReplayFailed(
+                f"could not bring session {session.session_id} up to date on {cluster.describe()}: "
+                f"replaying journal entry {entry.seq} ({entry.key}) failed: {why}"
+            )
+
+        if self.artifacts is None:
+            raise failed("this gateway keeps no artifact files")
+        try:
+            messages = self.artifacts.read(session.user_id, session.session_id, StoredUpload.decode(entry.payload))
+        except StoreError as error:
+            if session.journal is not None and entry not in session.journal.entries:
+                return  # superseded (and its file deleted) while waiting for the replay lock
+            raise failed(f"{error.message}. Add the artifacts to the session again.") from None
+        damaged: list[StoreError] = []
+
+        async def requests() -> AsyncIterator[bytes]:
+            # An exception here would only cancel the call: end the stream and report afterwards.
+            with messages:
+                try:
+                    for message in messages:
+                        # Copied entries (CloneSession) name their source session: send as this one.
+                        message = replace_string_field(message, _SESSION_ID, session.session_id)
+                        yield self.r.to_backend(shape, message, session, cluster)
+                except StoreError as error:
+                    damaged.append(error)
+
+        try:
+            response = await self.r.backends.stream_unary(cluster, "AddArtifacts")(
+                requests(), metadata=self.r.backends.metadata(cluster, metadata)
+            )
+        except grpc.aio.AioRpcError as error:
+            if damaged:
+                raise failed(damaged[0].message) from None
+            surfaced = await self.r.backend_failed(error, cluster, f"the replay of {entry.key}")
+            if isinstance(surfaced, SparkfleetError):
+                raise surfaced from None
+            raise failed(f"{error.code().name}: {error.details()}") from None
+        finally:
+            messages.close()
+        if damaged:
+            raise failed(f"{damaged[0].message}. Add the artifacts to the session again.")
+        self.r.to_client(shape, response, session, cluster)
+
+    def record_artifacts(self, session: VirtualSession, cluster: Cluster, stored: StoredUpload) -> None:
+        """Journal an upload ``cluster`` accepted; an earlier upload of the same names is superseded
+        and its file deleted."""
+        assert self.artifacts is not None
+        journal = session.journal
+        if journal is None or session.closed:
+            self.artifacts.delete(session.user_id, session.session_id, stored)
+            return
+        key = artifact_key(stored.names)
+        earlier = [e for e in journal.entries if e.rpc == "AddArtifacts" and e.key == key]
+        self.record(session, cluster, [Effect(key)], "AddArtifacts", stored.encode())
+        for entry in earlier:
+            if entry in journal.entries:
+                continue
+            try:
+                self.artifacts.delete(session.user_id, session.session_id, StoredUpload.decode(entry.payload))
+            except StoreError as error:
+                log.warning("could not delete the file of superseded journal entry %s: %s", entry.key, error)
 
     def record(self, session: VirtualSession, cluster: Cluster, effects: list[Effect], rpc: str, payload: bytes) -> None:
         """Journal effects that just succeeded on ``cluster``; it holds them without replay."""

@@ -7,11 +7,13 @@ response carries the session's one stable id.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from sparkfleet.clock import Clock, SystemClock
 from sparkfleet.errors import ClusterLost, MalformedMessage, NoCapacity
 from sparkfleet.fleet.controller import Cluster, FleetController
 from sparkfleet.fleet.model import ClusterState
@@ -25,6 +27,8 @@ from sparkfleet.policy.placement import PlacementRequest, RunOn, place_query
 SESSION_ID = 1
 USER_CONTEXT = 2
 _USER_ID = 1
+# After waiting in vain for capacity, when the client should try again.
+_CAPACITY_RETRY_DELAY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +80,16 @@ class Router:
         operations: OperationRegistry,
         backends: Backends,
         placement_strategy: str = "sticky",
+        capacity_wait_s: float = 120.0,
+        clock: Clock | None = None,
     ) -> None:
         self.placement_strategy = placement_strategy
+        # How long a request waits for a ready cluster (startup, all clusters lost) before the
+        # client is told to retry later.
+        self.capacity_wait_s = capacity_wait_s
+        self._fleet_changed = asyncio.Event()
+        self._clock_monotonic = (clock or SystemClock()).monotonic
+        fleet.on_state_change(self._on_fleet_change)
         self.fleet = fleet
         self.sessions = sessions
         self.operations = operations
@@ -103,13 +115,35 @@ class Router:
 
     # ---- placement ---------------------------------------------------------------------------
 
-    def place(self, session: VirtualSession) -> tuple[Cluster, str]:
-        decision = place_query(
-            PlacementRequest(session.session_id, session.home_cluster_id, self.placement_strategy),
-            self.fleet.snapshot(),
-        )
-        if not isinstance(decision, RunOn):
-            raise NoCapacity(f"no cluster can take this request now: {decision.reason}; try again shortly")
+    async def place(self, session: VirtualSession, request: bytes | memoryview = b"") -> tuple[Cluster, str]:
+        """The cluster for the session's next request, waiting a while for one to be ready.
+
+        ``request`` is scanned for checkpointed DataFrames the session holds: a request that
+        reads one must run where it lives.
+        """
+        pinned, pin_reason = self._pin_for(session, request)
+        deadline = self._clock_monotonic() + self.capacity_wait_s
+        while True:
+            changed = self._fleet_changed
+            decision = place_query(
+                PlacementRequest(
+                    session.session_id, session.home_cluster_id, self.placement_strategy, pinned, pin_reason
+                ),
+                self.fleet.snapshot(),
+            )
+            if isinstance(decision, RunOn):
+                break
+            remaining = deadline - self._clock_monotonic()
+            if remaining <= 0:
+                raise NoCapacity(
+                    f"no cluster can take this request: {decision.reason} after waiting "
+                    f"{self.capacity_wait_s:g}s; the client retries on its own",
+                    retry_delay_s=_CAPACITY_RETRY_DELAY_S,
+                )
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
         cluster = self.fleet.get(decision.cluster_id)
         assert cluster is not None
         if session.home_cluster_id != cluster.id:
@@ -122,20 +156,54 @@ class Router:
             self.sessions.persist(session)
         return cluster, decision.reason
 
-    def owner_or_home(self, session: VirtualSession, owner_id: str | None, what: str) -> Cluster:
+    def _pin_for(self, session: VirtualSession, request: bytes | memoryview) -> tuple[str | None, str]:
+        """Where non-replayable state this request needs lives, and what it is."""
+        if session.remote_relations and request:
+            raw = bytes(request)
+            for relation_id, cluster_id in session.remote_relations.items():
+                if relation_id.encode() not in raw:
+                    continue
+                cluster = self.fleet.get(cluster_id)
+                if cluster is None or cluster.state is not ClusterState.READY:
+                    where = cluster.describe() if cluster is not None else f"cluster {cluster_id}"
+                    state = cluster.state.value if cluster is not None else "gone"
+                    raise ClusterLost(
+                        f"this request reads checkpointed DataFrame {relation_id}, which lived only on "
+                        f"{where}; that cluster is {state}, so the checkpoint is gone. "
+                        "Build the DataFrame again (and checkpoint it again if needed).",
+                        cluster_id,
+                    )
+                return cluster_id, f"checkpointed DataFrame {relation_id}"
+        for cluster_id, reason in list(session.pins.items()):
+            cluster = self.fleet.get(cluster_id)
+            if cluster is not None and cluster.state is ClusterState.READY:
+                return cluster_id, reason
+            # The pinned state died with its cluster; nothing holds the session any more.
+            del session.pins[cluster_id]
+        return None, ""
+
+    def _on_fleet_change(self, cluster: Cluster) -> None:
+        changed, self._fleet_changed = self._fleet_changed, asyncio.Event()
+        changed.set()
+
+    async def owner_or_home(self, session: VirtualSession, owner_id: str | None, what: str) -> Cluster:
         """The cluster that owns ``what``; if it is gone, say so; if unknown, the session's home."""
         if owner_id is not None:
             cluster = self.fleet.get(owner_id)
             if cluster is not None and cluster.state is ClusterState.READY:
                 return cluster
             if cluster is not None:
-                raise ClusterLost(
-                    f"{cluster.describe()}, which ran {what}, is {cluster.state.value}"
-                    f"{': ' + cluster.lost_reason if cluster.lost_reason else ''}. "
-                    "Its results are gone; run the query again.",
-                    cluster.id,
-                )
-        return self.place(session)[0]
+                raise self.lost(cluster, what)
+        return (await self.place(session))[0]
+
+    @staticmethod
+    def lost(cluster: Cluster, what: str) -> ClusterLost:
+        return ClusterLost(
+            f"{cluster.describe()}, which ran {what}, is {cluster.state.value}"
+            f"{': ' + cluster.lost_reason if cluster.lost_reason else ''}. "
+            "Its results are gone; run the query again.",
+            cluster.id,
+        )
 
     def live_backends(self, session: VirtualSession) -> list[Cluster]:
         """Clusters holding a twin of this session that can still be asked anything."""

@@ -15,15 +15,21 @@ from typing import AsyncIterator
 import grpc
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.errors import ClusterLost, MalformedMessage, SparkfleetError
+from sparkfleet.errors import ClusterLost, InvalidHandle, MalformedMessage, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
+from sparkfleet.fleet.model import ClusterState
+from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.replay import Replayer
+from sparkfleet.gateway.targets import local_path_exists
+from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
 from sparkfleet.plan.inspect import inspect_plan
-from sparkfleet.plan.state import Effect, execute_plan_effects
+from sparkfleet.plan.state import Effect, Pin, ReleaseRelation, execute_plan_effects
+from sparkfleet.plan.writes import classify_execute_plan
 from sparkfleet.plan.wire import (
+    Field,
     as_message,
     as_str,
     encode_string_field,
@@ -40,7 +46,16 @@ _REATTACH = RPCS["ReattachExecute"]
 # ExecutePlanRequest
 _PLAN, _REQUEST_OPTIONS, _OPERATION_ID = 3, 5, 6
 # ExecutePlanResponse
-_RESULT_COMPLETE = 14
+_RESULT_COMPLETE, _CHECKPOINT_RESULT = 14, 19
+# Response fields that carry results. The schema and progress reports that come first are the
+# same on any cluster: a re-run elsewhere stays invisible to the client until one of these is sent.
+_RESULT_FIELDS = frozenset({2, 5, 6, 8, 9, 10, 11, 16, 17, 19, 20, 21, 22, 23, 999})
+_COMPLETE_WANTED = frozenset({_RESULT_COMPLETE}) | _RESULT_FIELDS
+_CHECKPOINT_WANTED = _COMPLETE_WANTED | {_CHECKPOINT_RESULT}
+# AnalyzePlanRequest.persist: cached data lives on the cluster that computes it.
+_ANALYZE_PERSIST = 14
+# Attempts of a unary request whose cluster is lost (each on another cluster).
+_UNARY_ATTEMPTS = 3
 # ReattachExecuteRequest / ReleaseExecuteRequest
 _REATTACH_OP_ID, _RELEASE_OP_ID, _RELEASE_ALL = 3, 3, 5
 # InterruptRequest / InterruptResponse
@@ -75,9 +90,9 @@ def _is_reattachable(request: bytes) -> bool:
 
 
 class SparkConnectService:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, artifacts: ArtifactStore | None = None) -> None:
         self.r = router
-        self.replay = Replayer(router)
+        self.replay = Replayer(router, artifacts)
         # Partial releases (release_until) waiting to be forwarded, newest per operation, and the
         # operations whose release is on its way to the cluster now.
         self._pending_releases: dict[tuple[str, str, str], tuple[Cluster, bytes, Routed]] = {}
@@ -97,41 +112,128 @@ class SparkConnectService:
             operation_id = str(uuid.uuid4())
             request = request + encode_string_field(_OPERATION_ID, operation_id)
         session = routed.session
-        cluster, reason = self.r.place(session)
-        await self.replay.catch_up(session, cluster, routed.metadata)
-        outgoing = self.r.to_backend(_EXEC, request, session, cluster)
+        intent = classify_execute_plan(request)
+        cluster, reason = await self.r.place(session, request)
         op = self.r.operations.started(
-            operation_id, session.key, cluster.id, cluster.runtime.name, shape.label, reason
+            operation_id, session.key, cluster.id, cluster.runtime.name, shape.label, reason, intent.description
         )
+        op.request, op.intent = request, intent
         if shape.kind == "command":
-            op.effects = [c for c in execute_plan_effects(request) if isinstance(c, Effect)]
-            op.request = request
-        call = self.r.backends.unary_stream(cluster, "ExecutePlan")(
-            outgoing, metadata=self.r.call_metadata(cluster, routed)
-        )
-        async for message in self._relay(call, op, routed, cluster, _is_reattachable(request)):
+            op.changes = execute_plan_effects(request)
+            op.captures_relation = any(isinstance(c, Pin) and c.scope == "relation" for c in op.changes)
+        async for message in self._attempts(op, routed, cluster, _is_reattachable(request)):
             yield message
 
     async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         routed = self.r.resolve(_REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
         operation_id = routed.text(_REATTACH_OP_ID)
         session = routed.session
-        owner = self.r.operations.owner(session.key, operation_id)
-        cluster = self.r.owner_or_home(session, owner, f"operation {operation_id}")
+        owner_id = self.r.operations.owner(session.key, operation_id)
         op = self.r.operations.active(session.key, operation_id)
-        call = self.r.backends.unary_stream(cluster, "ReattachExecute")(
-            self.r.to_backend(_REATTACH, request, session, cluster),
-            metadata=self.r.call_metadata(cluster, routed),
+        owner = self.r.fleet.get(owner_id) if owner_id is not None else None
+        if owner is None:
+            # Not an operation of this gateway run (it restarted, or the id is unknown). If it
+            # cannot have changed anything, the client may simply start it again.
+            raise self._not_found_for_reattach(session, operation_id)
+        if owner.state is not ClusterState.READY:
+            if op is None:
+                raise self.r.lost(owner, f"operation {operation_id}")
+            # The cluster died between the client's streams: carry on elsewhere if that is safe.
+            lost = self.r.lost(owner, f"operation {operation_id}")
+            async for message in self._retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
+                yield message
+            return
+        call = self.r.backends.unary_stream(owner, "ReattachExecute")(
+            self.r.to_backend(_REATTACH, request, session, owner),
+            metadata=self.r.call_metadata(owner, routed),
         )
-        async for message in self._relay(call, op, routed, cluster, reattachable=True):
+        try:
+            async for message in self._relay(call, op, routed, owner, reattachable=True):
+                yield message
+        except ClusterLost as lost:
+            if op is None:
+                raise
+            async for message in self._retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
+                yield message
+
+    def _not_found_for_reattach(self, session: VirtualSession, operation_id: str) -> SparkfleetError:
+        past = self.r.operations.past_query(operation_id)
+        if past is not None and past["state"] not in ("succeeded", "failed", "cancelled", "released"):
+            intent = past.get("intent") or ""
+            if intent and intent != "read" and not intent.startswith("session state"):
+                return ClusterLost(
+                    f"operation {operation_id} ({intent}) was running when the gateway restarted; "
+                    "it was not re-run because it may have committed. Check its target before "
+                    "running it again.",
+                    past.get("cluster_id") or "",
+                )
+        return InvalidHandle(
+            f"The handle {operation_id} is invalid. Operation not found.", "INVALID_HANDLE.OPERATION_NOT_FOUND"
+        )
+
+    async def _attempts(
+        self, op: Operation, routed: Routed, cluster: Cluster, reattachable: bool, attempt: int = 1
+    ) -> AsyncIterator[bytes]:
+        """Run the operation on ``cluster``; if the cluster is lost, retry elsewhere when safe."""
+        try:
+            await self.replay.catch_up(routed.session, cluster, routed.metadata)
+            call = self.r.backends.unary_stream(cluster, "ExecutePlan")(
+                self.r.to_backend(_EXEC, op.request, routed.session, cluster),
+                metadata=self.r.call_metadata(cluster, routed),
+            )
+        except ClusterLost as lost:
+            lost.reached_cluster = False  # it died while catching up: the query was never sent
+            failure: ClusterLost | None = lost
+        else:
+            failure = None
+        if failure is None:
+            try:
+                async for message in self._relay(call, op, routed, cluster, reattachable):
+                    yield message
+                return
+            except ClusterLost as lost:
+                failure = lost
+        async for message in self._retry_after_loss(op, routed, failure, attempt):
+            yield message
+
+    async def _retry_after_loss(
+        self, op: Operation, routed: Routed, lost: ClusterLost, attempt: int
+    ) -> AsyncIterator[bytes]:
+        cluster = self.r.fleet.get(lost.cluster_id)
+        runtime = cluster.runtime.name if cluster is not None else ""
+        target_exists = None
+        if op.intent.needs_absent_target and op.intent.target_kind == "path":
+            target_exists = local_path_exists(op.intent.target)
+        decision = decide_retry(
+            op.intent,
+            FailureFacts(
+                cluster_id=lost.cluster_id,
+                sent=lost.reached_cluster,
+                responses_forwarded=op.responses_forwarded,
+                attempts=attempt,
+                target_exists=target_exists,
+            ),
+        )
+        if not isinstance(decision, Retry):
+            self.r.operations.finished(op, "failed", runtime, lost.error_class, lost.message, reason=decision.reason)
+            raise ClusterLost(f"{lost.message} The query was {decision.reason}.", lost.cluster_id) from None
+        self.r.operations.attempt_failed(op, runtime, "cluster lost", lost.error_class, decision.reason)
+        log.info("operation %s: %s", op.id, decision.reason)
+        next_cluster, reason = await self.r.place(routed.session, op.request)
+        self.r.operations.moved(op, next_cluster.id, reason)
+        async for message in self._attempts(op, routed, next_cluster, reattachable=True, attempt=attempt + 1):
             yield message
 
     async def _relay(
         self, call, op: Operation | None, routed: Routed, cluster: Cluster, reattachable: bool  # type: ignore[no-untyped-def]
     ) -> AsyncIterator[bytes]:
-        """Forward one response stream; settle the operation's record when it is final."""
+        """Forward one response stream; settle the operation's record when it is final.
+
+        A lost cluster is raised as ClusterLost with the operation still open: the caller decides
+        whether to retry it. Any other failure settles the operation as failed.
+        """
         session = routed.session
-        wanted = frozenset({_RESULT_COMPLETE})
+        wanted = _CHECKPOINT_WANTED if op is not None and op.captures_relation else _COMPLETE_WANTED
         complete = False
         cluster.running_queries += 1
         try:
@@ -139,22 +241,24 @@ class SparkConnectService:
                 out, found = self.r.to_client(_EXEC, message, session, cluster, wanted)
                 if op is not None:
                     op.response_bytes += len(message)
+                    if _CHECKPOINT_RESULT in found:
+                        self._remember_checkpoint(session, cluster, found[_CHECKPOINT_RESULT])
                 if _RESULT_COMPLETE in found:
                     complete = True
                     # Settle before the client sees the end: its next request may come at once,
                     # possibly on another cluster, and must find the journal up to date.
                     self._succeeded(op, session, cluster)
+                if op is not None and not _RESULT_FIELDS.isdisjoint(found):
+                    op.responses_forwarded += 1
                 yield out
             if not complete and not reattachable:
                 self._succeeded(op, session, cluster)
         except grpc.aio.AioRpcError as error:
             surfaced = await self.r.backend_failed(error, cluster, f"operation {op.id if op else '?'}")
+            if isinstance(surfaced, ClusterLost):
+                raise surfaced from None
             if op is not None:
-                message = surfaced.message if isinstance(surfaced, ClusterLost) else error.details()
-                self.r.operations.finished(
-                    op, "failed", cluster.runtime.name, error_class_of(surfaced), message,
-                    reason="cluster lost" if isinstance(surfaced, ClusterLost) else "",
-                )
+                self.r.operations.finished(op, "failed", cluster.runtime.name, error_class_of(surfaced), error.details())
             raise surfaced from None
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away: CancelledError if we were awaiting the cluster, GeneratorExit
@@ -167,12 +271,26 @@ class SparkConnectService:
             cluster.running_queries -= 1
             call.cancel()
 
+    def _remember_checkpoint(self, session: VirtualSession, cluster: Cluster, result: Field) -> None:
+        relation = read_fields(as_message(result, "checkpoint_command_result"), frozenset({1})).get(1)
+        if relation is None:
+            return
+        relation_id = as_str(read_fields(as_message(relation, "relation"), frozenset({1})).get(1))
+        if relation_id:
+            session.remote_relations[relation_id] = cluster.id
+
     def _succeeded(self, op: Operation | None, session: VirtualSession, cluster: Cluster) -> None:
         if op is None:
             return
-        if op.effects:
-            self.replay.record(session, cluster, op.effects, "ExecutePlan", op.request)
-            op.effects = []
+        effects = [c for c in op.changes if isinstance(c, Effect)]
+        if effects:
+            self.replay.record(session, cluster, effects, "ExecutePlan", op.request)
+        for change in op.changes:
+            if isinstance(change, Pin) and change.scope == "session":
+                session.pins[cluster.id] = change.reason
+            elif isinstance(change, ReleaseRelation):
+                session.remote_relations.pop(change.relation_id, None)
+        op.changes = []
         self.r.operations.finished(op, "succeeded", cluster.runtime.name)
 
     async def release_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -181,12 +299,12 @@ class SparkConnectService:
         session = routed.session
         operation_id = routed.text(_RELEASE_OP_ID)
         release_all = _RELEASE_ALL in routed.fields
-        owner = self.r.operations.owner(session.key, operation_id)
-        try:
-            cluster = self.r.owner_or_home(session, owner, f"operation {operation_id}")
-        except ClusterLost:
-            # Nothing is left to release on a lost cluster: acknowledge like a server would.
-            if release_all:
+        owner_id = self.r.operations.owner(session.key, operation_id)
+        cluster = self.r.fleet.get(owner_id) if owner_id is not None else None
+        if cluster is None or cluster.state is not ClusterState.READY:
+            # Nothing is left to release on a lost cluster, and nothing this gateway run knows of
+            # on no cluster at all: acknowledge like a server would.
+            if release_all and owner_id is not None:
                 self.r.operations.forget(session.key, operation_id)
             return self._release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
         key = (*session.key, operation_id)
@@ -242,13 +360,26 @@ class SparkConnectService:
         return self.r.to_client(shape, response, routed.session, cluster)[0]
 
     async def _forward_home(self, name: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """Config, AnalyzePlan, ArtifactStatus: placed like a query; re-sent elsewhere if the
+        cluster is lost (none of them has an effect outside the session)."""
         shape = RPCS[name]
-        routed = self.r.resolve(shape, request, context)
-        cluster, _ = self.r.place(routed.session)
-        await self.replay.catch_up(routed.session, cluster, routed.metadata)
-        response = await self._unary(shape, request, routed, cluster)
+        wanted = frozenset({_ANALYZE_PERSIST}) if name == "AnalyzePlan" else frozenset()
+        routed = self.r.resolve(shape, request, context, wanted)
+        session = routed.session
+        for attempt in range(1, _UNARY_ATTEMPTS + 1):
+            cluster, _ = await self.r.place(session, request)
+            try:
+                await self.replay.catch_up(session, cluster, routed.metadata)
+                response = await self._unary(shape, request, routed, cluster)
+                break
+            except ClusterLost as lost:
+                if attempt == _UNARY_ATTEMPTS:
+                    raise
+                log.info("%s of session %s re-sent after: %s", name, session.session_id, lost.message)
         if name == "Config" and _changes_config(request):
-            self.replay.record_config(routed.session, cluster, request)
+            self.replay.record_config(session, cluster, request)
+        if _ANALYZE_PERSIST in routed.fields:
+            session.pins[cluster.id] = "persisted (cached) DataFrame"
         return response
 
     async def analyze_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -261,6 +392,8 @@ class SparkConnectService:
         return await self._forward_home("ArtifactStatus", request, context)
 
     async def add_artifacts(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        """Forward an upload to one cluster while teeing it to disk; once the cluster has accepted
+        it, journal it, so the session's other clusters receive it before its next request there."""
         shape = RPCS["AddArtifacts"]
         try:
             first = await requests.__anext__()
@@ -268,27 +401,45 @@ class SparkConnectService:
             raise MalformedMessage("AddArtifacts stream carried no request") from None
         routed = self.r.resolve(shape, first, context)
         session = routed.session
-        cluster, _ = self.r.place(session)
+        cluster, _ = await self.r.place(session)
         await self.replay.catch_up(session, cluster, routed.metadata)
+        store = self.replay.artifacts
+        upload = store.begin(session.user_id, session.session_id) if store is not None else None
 
         async def outgoing() -> AsyncIterator[bytes]:
+            if upload is not None:
+                upload.add(first)
             yield self.r.to_backend(shape, first, session, cluster)
             async for request in requests:
+                if upload is not None:
+                    upload.add(request)
                 yield self.r.to_backend(shape, request, session, cluster)
 
         call = self.r.backends.stream_unary(cluster, "AddArtifacts")
         try:
             response = await call(outgoing(), metadata=self.r.call_metadata(cluster, routed))
-        except grpc.aio.AioRpcError as error:
-            raise (await self.r.backend_failed(error, cluster, "an AddArtifacts upload")) from None
-        return self.r.to_client(shape, response, session, cluster)[0]
+        except BaseException as error:  # refused, cluster lost or client gone: keep nothing
+            if upload is not None:
+                upload.abort()
+            if isinstance(error, grpc.aio.AioRpcError):
+                raise (await self.r.backend_failed(error, cluster, "an AddArtifacts upload")) from None
+            raise
+        out = self.r.to_client(shape, response, session, cluster)[0]
+        if upload is not None:
+            if session.closed:
+                upload.abort()
+            # None for an upload with nothing to replay (only copyFromLocalToFs writes); raises
+            # StoreError if the copy could not be kept: the artifacts would not follow the session.
+            elif (stored := upload.commit()) is not None:
+                self.replay.record_artifacts(session, cluster, stored)
+        return out
 
     async def fetch_error_details(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["FetchErrorDetails"]
         routed = self.r.resolve(shape, request, context, frozenset({_ERROR_ID}))
         error_id = routed.text(_ERROR_ID)
         owner = self.r.operations.error_owner(error_id)
-        cluster = self.r.owner_or_home(routed.session, owner, f"the query that raised error {error_id}")
+        cluster = await self.r.owner_or_home(routed.session, owner, f"the query that raised error {error_id}")
         return await self._unary(shape, request, routed, cluster)
 
     # ---- session-wide RPCs -------------------------------------------------------------------
@@ -299,10 +450,11 @@ class SparkConnectService:
         session = routed.session
         if routed.fields.get(_INTERRUPT_TYPE) and routed.fields[_INTERRUPT_TYPE].value == _INTERRUPT_OPERATION:
             operation_id = routed.text(_INTERRUPT_OP_ID)
-            owner = self.r.operations.owner(session.key, operation_id)
-            targets = [self.r.owner_or_home(session, owner, f"operation {operation_id}")]
+            owner = self.r.fleet.get(self.r.operations.owner(session.key, operation_id) or "")
+            # An operation on no live cluster has nothing left to interrupt.
+            targets = [owner] if owner is not None and owner.state is ClusterState.READY else []
         else:
-            targets = self.r.live_backends(session) or [self.r.place(session)[0]]
+            targets = self.r.live_backends(session) or [(await self.r.place(session))[0]]
         responses = await asyncio.gather(*(self._unary(shape, request, routed, c) for c in targets))
         interrupted = [as_str(f) for response in responses for f in read_repeated(response, _INTERRUPTED_IDS)]
         return (
@@ -324,7 +476,7 @@ class SparkConnectService:
             for op_id in wanted_ids:
                 owner = self.r.operations.owner(session.key, op_id)
                 try:
-                    cluster = self.r.owner_or_home(session, owner, f"operation {op_id}")
+                    cluster = await self.r.owner_or_home(session, owner, f"operation {op_id}")
                 except ClusterLost:
                     continue  # its status is unknown now; the client sees it absent
                 clusters[cluster.id] = cluster
@@ -336,7 +488,7 @@ class SparkConnectService:
                 part.operation_status.operation_ids.extend(ids)
                 requests[cluster_id] = (clusters[cluster_id], part.SerializeToString())
         else:
-            for cluster in self.r.live_backends(session) or [self.r.place(session)[0]]:
+            for cluster in self.r.live_backends(session) or [(await self.r.place(session))[0]]:
                 requests[cluster.id] = (cluster, request)
         merged = base_pb2.GetStatusResponse(
             session_id=session.session_id, server_side_session_id=session.server_side_session_id
@@ -369,7 +521,7 @@ class SparkConnectService:
         shape = RPCS["CloneSession"]
         routed = self.r.resolve(shape, request, context)
         session = routed.session
-        cluster, _ = self.r.place(session)
+        cluster, _ = await self.r.place(session)
         await self.replay.catch_up(session, cluster, routed.metadata)
         response = await self._unary(shape, request, routed, cluster)
         fields = read_fields(response, frozenset({_CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID}))

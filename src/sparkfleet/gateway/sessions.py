@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from sparkfleet.clock import Clock
 from sparkfleet.errors import InvalidHandle, NoCapacity
+from sparkfleet.gateway.artifacts import ArtifactStore, stored_uploads
 from sparkfleet.gateway.journal import ReplayCursor, SessionJournal
 from sparkfleet.store import Database
-from sparkfleet.store.sessions import record_session
+from sparkfleet.store.sessions import find_session, record_session
 
 # How often a session's last-activity time is written to the store (seconds).
 _ACTIVITY_WRITE_INTERVAL_S = 5.0
@@ -46,6 +47,11 @@ class VirtualSession:
     # Per cluster: how far its copy of the session has caught up with the journal.
     cursors: dict[str, ReplayCursor] = field(default_factory=dict)
     replay_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # State that only one cluster holds and no replay can rebuild. Per cluster, why the session
+    # must stay there (cached data, a streaming query, a global temp view, ML models) ...
+    pins: dict[str, str] = field(default_factory=dict)
+    # ... and per checkpointed DataFrame (CachedRemoteRelation id), the cluster holding it.
+    remote_relations: dict[str, str] = field(default_factory=dict)
     _written_activity_at: float = 0.0
 
     @property
@@ -73,9 +79,13 @@ def validate_session_id(session_id: str) -> None:
 
 
 class SessionRegistry:
-    def __init__(self, db: Database, clock: Clock, max_sessions: int = 100_000) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, max_sessions: int = 100_000, artifacts: ArtifactStore | None = None
+    ) -> None:
         self._db = db
         self._clock = clock
+        # The files behind AddArtifacts journal entries: shared with clones, deleted on release.
+        self._artifacts = artifacts
         self._sessions: dict[tuple[str, str], VirtualSession] = {}
         self._max_sessions = max_sessions
 
@@ -97,6 +107,8 @@ class SessionRegistry:
         """The session a request belongs to, created on first sight, checked like Spark checks it."""
         session = self._sessions.get((user_id, session_id))
         now = self._clock.now()
+        if session is None and observed_server_side_id:
+            session = self._reload(user_id, session_id)
         if session is None:
             validate_session_id(session_id)
             if observed_server_side_id:
@@ -134,6 +146,27 @@ class SessionRegistry:
             self.persist(session)
         return session
 
+    def _reload(self, user_id: str, session_id: str) -> VirtualSession | None:
+        """A session this gateway issued before it restarted, rebuilt from the store.
+
+        Only clients that already saw a server-side id come here. Its clusters are gone with the
+        previous run, so every cluster starts with an empty copy and catches up from the journal.
+        """
+        row = find_session(self._db, user_id, session_id)
+        if row is None or row["state"] != "active":
+            return None  # a released session is as gone as on a restarted Spark server
+        session = VirtualSession(
+            user_id=user_id,
+            session_id=session_id,
+            server_side_session_id=row["server_side_session_id"],
+            created_at=row["created_at"],
+            last_active_at=row["last_active_at"],
+            client_type=row["client_type"],
+        )
+        session.journal = SessionJournal.load(self._db, self._clock, user_id, session_id)
+        self._sessions[session.key] = session
+        return session
+
     def adopt_clone(
         self, source: VirtualSession, new_session_id: str, cluster_id: str, backend_server_side_id: str
     ) -> VirtualSession:
@@ -154,6 +187,8 @@ class SessionRegistry:
         if source.journal is not None:
             for entry in source.journal.entries:
                 clone.journal.copy_entry(entry)
+            if self._artifacts is not None:
+                self._artifacts.share(source.key, clone.key, stored_uploads(source.journal.entries))
         source_cursor = source.cursors.get(cluster_id)
         if source_cursor is not None:
             clone.cursors[cluster_id] = ReplayCursor(source_cursor.seq, set(source_cursor.held))
@@ -167,6 +202,9 @@ class SessionRegistry:
         self.persist(session)
         if session.journal is not None:
             session.journal.forget()
+        if self._artifacts is not None:
+            # Clones hold their own links to shared files: this removes only this session's.
+            self._artifacts.delete_session(session.user_id, session.session_id)
         if forget:
             self._sessions.pop(session.key, None)
 

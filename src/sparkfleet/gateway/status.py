@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from sparkfleet.errors import InvalidHandle, SparkfleetError
@@ -39,7 +39,13 @@ def status_for(error: SparkfleetError) -> tuple[grpc.StatusCode, str, tuple[tupl
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=error.grpc_code.value[0], message=message, details=[detail])
+    details = [detail]
+    retry_delay_s = getattr(error, "retry_delay_s", None)
+    if retry_delay_s is not None:
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=0, seconds=int(retry_delay_s))))
+        details.append(retry)
+    status = status_pb2.Status(code=error.grpc_code.value[0], message=message, details=details)
     return error.grpc_code, message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)
 
 

@@ -20,7 +20,10 @@ _EXEC_PLAN = 3
 # Command oneof
 _REGISTER_FUNCTION, _CREATE_VIEW, _SQL_COMMAND = 1, 3, 5
 _WRITE_STREAM_START, _STREAMING_QUERY, _REGISTER_TABLE_FUNCTION = 6, 7, 10
-_REGISTER_DATA_SOURCE, _CHECKPOINT, _ML_COMMAND = 12, 14, 17
+_STREAMING_LISTENER_BUS = 11
+_REGISTER_DATA_SOURCE, _CHECKPOINT, _REMOVE_CACHED_REMOTE_RELATION, _ML_COMMAND = 12, 14, 15, 17
+# RemoveCachedRemoteRelationCommand.relation -> CachedRemoteRelation.relation_id
+_REMOVED_RELATION, _RELATION_ID = 1, 1
 # CreateDataFrameViewCommand
 _VIEW_NAME, _VIEW_IS_GLOBAL = 2, 3
 # SqlCommand: sql (deprecated) or input Relation{sql: SQL{query}}
@@ -37,12 +40,25 @@ class Effect:
 
 @dataclass(frozen=True, slots=True)
 class Pin:
-    """State only the executing cluster will ever hold; the session must stay there for it."""
+    """State only the executing cluster will ever hold.
+
+    ``scope`` "session": the whole session stays on that cluster while it lives (cached data,
+    streaming queries, global temp views, ML models). "relation": only requests that reference
+    the checkpointed DataFrame the command returns must run there.
+    """
 
     reason: str
+    scope: str = "session"
 
 
-Change = Effect | Pin
+@dataclass(frozen=True, slots=True)
+class ReleaseRelation:
+    """A checkpointed DataFrame (CachedRemoteRelation) is released; nothing needs its cluster."""
+
+    relation_id: str
+
+
+Change = Effect | Pin | ReleaseRelation
 
 
 def _ident(name: str) -> str:
@@ -154,9 +170,18 @@ def command_effects(command: bytes | memoryview) -> list[Change]:
         if number == _SQL_COMMAND:
             return sql_effects(_command_sql(body))
         if number == _CHECKPOINT:
-            return [Pin("checkpointed DataFrame (CachedRemoteRelation)")]
+            return [Pin("checkpointed DataFrame (CachedRemoteRelation)", scope="relation")]
+        if number == _REMOVE_CACHED_REMOTE_RELATION:
+            relation = read_fields(body, frozenset({_REMOVED_RELATION})).get(_REMOVED_RELATION)
+            if relation is None:
+                return []
+            relation_id = read_fields(as_message(relation, "relation"), frozenset({_RELATION_ID})).get(_RELATION_ID)
+            return [ReleaseRelation(as_str(relation_id))] if relation_id is not None else []
         if number in (_WRITE_STREAM_START, _STREAMING_QUERY):
             return [Pin("streaming query")]
+        if number == _STREAMING_LISTENER_BUS:
+            return [Pin("streaming query listener")]
+        # A streaming-query-manager command only reads: it follows the session's streaming pin.
         if number == _ML_COMMAND:
             return [Pin("ML model reference")]
         return []

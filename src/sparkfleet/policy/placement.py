@@ -18,6 +18,10 @@ class PlacementRequest:
     # "sticky" (default) keeps a session home; "alternate" (tests) moves every request on, round
     # robin, to prove any query of a session can run on any cluster.
     strategy: str = "sticky"
+    # A cluster holding state this request needs that cannot be replayed elsewhere (a checkpointed
+    # DataFrame, cached data, a streaming query, a global temp view), and what that state is.
+    pinned_cluster_id: str | None = None
+    pin_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +44,16 @@ def _load(cluster: ClusterView) -> tuple[float, int, str]:
 
 
 def place_query(request: PlacementRequest, fleet: FleetSnapshot) -> PlacementDecision:
-    """Keep a session on its home cluster while that cluster takes queries, else least-loaded."""
+    """A pin wins; else keep a session on its home cluster while it takes queries; else least-loaded.
+
+    A pin whose cluster is not ready is not honoured here: the caller decides whether the pinned
+    state was essential (then it reports the loss) or only an optimisation.
+    """
     ready = fleet.ready()
+    if request.pinned_cluster_id is not None:
+        for cluster in ready:
+            if cluster.id == request.pinned_cluster_id:
+                return RunOn(cluster.id, f"pinned to {cluster.id}: it holds {request.pin_reason}")
     if request.strategy == "alternate" and ready:
         ordered = sorted(ready, key=lambda c: c.id)
         ids = [c.id for c in ordered]

@@ -42,3 +42,11 @@ def list_queries(
     for row in rows:
         row["attempts"] = json.loads(row["attempts"] or "[]")
     return rows
+
+
+def find_query(db: Database, query_id: str) -> dict[str, Any] | None:
+    rows = db.read("SELECT * FROM queries WHERE id=?", (query_id,))
+    if not rows:
+        return None
+    rows[0]["attempts"] = json.loads(rows[0]["attempts"] or "[]")
+    return rows[0]

@@ -19,3 +19,8 @@ def record_session(db: Database, row: dict[str, Any]) -> None:
 
 def list_sessions(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
     return db.read("SELECT * FROM sessions ORDER BY last_active_at DESC LIMIT ?", (limit,))
+
+
+def find_session(db: Database, user_id: str, session_id: str) -> dict[str, Any] | None:
+    rows = db.read("SELECT * FROM sessions WHERE user_id=? AND session_id=?", (user_id, session_id))
+    return rows[0] if rows else None

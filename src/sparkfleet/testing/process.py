@@ -72,8 +72,8 @@ class SparkfleetProcess:
     def admin(self) -> str:
         return f"http://localhost:{self.admin_port}"
 
-    def start(self, timeout_s: float = 240) -> "SparkfleetProcess":
-        cmd = [sys.executable, "-m", "sparkfleet", "up", "--port", "0", "--admin-port", "0",
+    def start(self, timeout_s: float = 240, port: int = 0, admin_port: int = 0) -> "SparkfleetProcess":
+        cmd = [sys.executable, "-m", "sparkfleet", "up", "--port", str(port), "--admin-port", str(admin_port),
                "--data-dir", str(self.data_dir)]
         if self.config_path:
             cmd += ["--config", str(self.config_path)]
@@ -122,8 +122,21 @@ class SparkfleetProcess:
     def ready_clusters(self) -> list[dict[str, Any]]:
         return [c for c in self.api("/api/clusters?history=0") if c["state"] == "ready"]
 
+    def restart(self, sig: int = signal.SIGTERM) -> "SparkfleetProcess":
+        """Stop sparkfleet (keeping its data dir) and start it again on the same ports."""
+        port, admin_port = self.port, self.admin_port
+        self._stop_process(sig, 60)
+        return self.start(port=port, admin_port=admin_port)
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int | None:
         """Stop sparkfleet and wait for every cluster JVM it ran to be gone."""
+        code = self._stop_process(sig, timeout_s)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        return code
+
+    def _stop_process(self, sig: int, timeout_s: float) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -138,11 +151,7 @@ class SparkfleetProcess:
                 self.proc.kill()
                 self.proc.wait()
         wait_until(lambda: not any(pid_alive(p) for p in self.cluster_pids), 30, what="cluster JVMs to exit")
-        code = self.proc.returncode
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-        return code
+        return self.proc.returncode
 
     def __enter__(self) -> "SparkfleetProcess":
         return self.start()
@@ -179,3 +188,18 @@ def wait_until_running_on_cluster(proc: SparkfleetProcess, spark: Any, timeout_s
         return [st.operation_id for st in statuses if st.state == running_state] or None
 
     return wait_until(check, timeout_s, what="a query running on its cluster")
+
+
+def run_in_thread(fn) -> tuple[threading.Thread, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Run ``fn`` in a daemon thread; its result or exception lands in the returned box."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - the caller inspects it
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
