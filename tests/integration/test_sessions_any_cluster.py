@@ -58,3 +58,39 @@ def test_cloned_session_has_the_state_on_every_cluster(alternating_pool, alterna
             assert clone.sql("select count(*) c from cloned").collect()[0].c == 4
     finally:
         clone.stop()
+
+
+def _records(proc, spark) -> list[dict]:
+    return proc.api(f"/api/queries?session_id={spark.session_id}&limit=1000")
+
+
+def test_a_checkpointed_dataframe_stays_on_its_cluster(alternating_pool, alternating_session):
+    spark = alternating_session
+    checkpointed = spark.range(100).selectExpr("id", "id % 7 as k").localCheckpoint()
+    holder = _records(alternating_pool, spark)[0]["cluster_id"]  # where the checkpoint ran
+    for _ in range(3):
+        assert checkpointed.count() == 100
+        assert checkpointed.groupBy("k").count().count() == 7
+        assert checkpointed.columns == ["id", "k"]
+        # Queries that do not read it still move from cluster to cluster.
+        assert spark.range(3).count() == 3
+    pinned = [q for q in _records(alternating_pool, spark) if "checkpointed DataFrame" in (q["placement_reason"] or "")]
+    assert len(pinned) == 6
+    assert {q["cluster_id"] for q in pinned} == {holder}
+    assert all(q["placement_reason"].startswith(f"pinned to {holder}") for q in pinned)
+    assert len({q["cluster_id"] for q in _records(alternating_pool, spark)}) == 2
+
+
+def test_persisted_data_keeps_the_session_where_it_is_cached(alternating_pool, alternating_session):
+    spark = alternating_session
+    cached = spark.range(50).selectExpr("id * 2 as doubled")
+    cached.persist()
+    levels = set()
+    for _ in range(3):
+        assert cached.agg({"doubled": "sum"}).collect()[0][0] == 2450
+        levels.add(str(cached.storageLevel))
+    # Every cluster would answer NONE but the one holding the cache: the session stays there.
+    assert len(levels) == 1 and cached.is_cached
+    latest = _records(alternating_pool, spark)[:3]
+    assert len({q["cluster_id"] for q in latest}) == 1
+    assert all("persisted (cached) DataFrame" in q["placement_reason"] for q in latest)
