@@ -17,6 +17,7 @@ from sparkfleet.admin.metrics import Metrics
 from sparkfleet.clock import Clock, SystemClock
 from sparkfleet.config import Settings
 from sparkfleet.errors import EnvironmentProblem
+from sparkfleet.fleet.catalog import SharedCatalog
 from sparkfleet.fleet.controller import FleetController
 from sparkfleet.fleet.provisioners.local import LocalProvisioner, ProgressCallback
 from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_runtime
@@ -56,6 +57,7 @@ class Sparkfleet:
         self._admin: _QuietUvicorn | None = None
         self._admin_task: asyncio.Task[None] | None = None
         self._backends: Backends | None = None
+        self.catalog: SharedCatalog | None = None
         self.port = 0
         self.admin_port = 0
 
@@ -91,7 +93,13 @@ class Sparkfleet:
                 f"unknown provisioner {s.pool.provisioner!r}; available: {sorted(PROVISIONERS)}"
             )
         provisioner = provisioner_cls(data_dir, s.pool.start_timeout_s, s.pool.stop_timeout_s)
-        self.fleet = FleetController(s, provisioner, self.runtime, self.db, self.clock, self._progress)
+        cluster_conf: dict[str, str] = {}
+        if s.pool.catalog == "shared":
+            self.catalog = SharedCatalog(data_dir, self.runtime, s.pool.start_timeout_s, s.pool.stop_timeout_s)
+            cluster_conf = self.catalog.cluster_conf()
+        self.fleet = FleetController(
+            s, provisioner, self.runtime, self.db, self.clock, self._progress, cluster_conf=cluster_conf
+        )
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()))
         artifacts = ArtifactStore(data_dir / "artifacts").open()
         self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts)
@@ -101,14 +109,14 @@ class Sparkfleet:
         router = Router(
             self.fleet, self.sessions, operations, self._backends, s.pool.placement, s.gateway.capacity_wait_s, self.clock
         )
-        service = SparkConnectService(router, artifacts)
+        service = SparkConnectService(router, artifacts, self.catalog.warehouse if self.catalog else None)
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.
         self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port)
         await self._start_admin()
         # Clients may connect while the pool starts: their requests wait for a ready cluster.
         await self._grpc.start()
-        await self.fleet.start()
+        await asyncio.gather(*([self.catalog.start(self._progress)] if self.catalog else []), self.fleet.start())
 
     async def _start_admin(self) -> None:
         s = self.settings.admin
@@ -135,6 +143,8 @@ class Sparkfleet:
             self._grpc = None
         if hasattr(self, "fleet"):
             await self.fleet.shutdown()
+        if self.catalog is not None:
+            await self.catalog.stop()
         if self._backends is not None:
             await self._backends.close()
             self._backends = None

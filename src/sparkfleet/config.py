@@ -68,6 +68,10 @@ class PoolSettings(_Strict):
     # ready; "alternate" moves every request to the next cluster (a test setting that proves any
     # query of a session runs on any cluster).
     placement: str = Field(default="sticky", pattern="^(sticky|alternate)$")
+    # "shared": one catalog (a Hive metastore service) and one warehouse for the whole pool, so
+    # permanent tables are the same on every cluster and outlive them. "per-cluster": each
+    # cluster keeps its own in-memory catalog (tables live and die with their cluster).
+    catalog: str = Field(default="shared", pattern="^(shared|per-cluster)$")
     # Seconds to wait for a cluster to accept Spark Connect calls before giving up on it.
     start_timeout_s: float = Field(default=180.0, gt=0)
     # Seconds to wait after SIGTERM before a cluster's processes are killed.

@@ -184,3 +184,31 @@ def test_an_overwrite_is_re_run_on_another_cluster(pool, spark, tmp_path):
     record = next(q for q in _records(pool, spark) if q["id"] == running["id"])
     assert [a["outcome"] for a in record["attempts"]] == ["cluster lost", "succeeded"]
     assert "overwrite" in record["attempts"][0]["reason"]
+
+
+def test_tables_outlive_the_cluster_that_wrote_them(pool, spark):
+    table = f"kept_{spark.session_id[:8]}"
+    spark.range(6).write.saveAsTable(table)
+    writer = _records(pool, spark)[0]["cluster_id"]
+    _kill(pool, writer)
+    # The pool shares one catalog and warehouse: another cluster reads the table.
+    assert spark.table(table).count() == 6
+    assert _records(pool, spark)[0]["cluster_id"] != writer
+    spark.sql(f"DROP TABLE {table}")
+
+
+def test_a_create_of_a_table_that_does_not_exist_yet_is_re_run(pool, spark, tmp_path):
+    table = f"created_{spark.session_id[:8]}"
+    slow_double = _hang_once_udf(str(tmp_path))
+    thread, box = run_in_thread(lambda: spark.range(3).select(slow_double("id").alias("d")).write.saveAsTable(table))
+    wait_until(lambda: (tmp_path / "started").exists(), 120, what="the write to start")
+    running = next(q for q in _records(pool, spark) if q["state"] == "running")
+    _kill(pool, running["cluster_id"])
+    thread.join(300)
+    assert not thread.is_alive()
+    assert "error" not in box, box.get("error")
+    assert sorted(r.d for r in spark.table(table).collect()) == [0, 2, 4]
+    record = next(q for q in _records(pool, spark) if q["id"] == running["id"])
+    first, second = record["attempts"]
+    assert "errorifexists" in first["reason"] and second["outcome"] == "succeeded"
+    spark.sql(f"DROP TABLE {table}")

@@ -80,8 +80,12 @@ class FleetController:
         db: Database,
         clock: Clock,
         progress: ProgressCallback | None = None,
+        cluster_conf: dict[str, str] | None = None,
     ) -> None:
         self._settings = settings
+        # Confs every cluster gets from sparkfleet itself (e.g. the shared catalog's address);
+        # the pool's own spark_conf comes after them and wins.
+        self._cluster_conf = dict(cluster_conf or {})
         self._provisioner = provisioner
         self._runtime = runtime
         self._db = db
@@ -136,7 +140,7 @@ class FleetController:
             size=size,
             runtime=self._runtime,
             cpus=cluster.cpus,
-            spark_conf=dict(self._settings.pool.spark_conf),
+            spark_conf={**self._cluster_conf, **self._settings.pool.spark_conf},
         )
         started_at = self._clock.monotonic()
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
@@ -23,7 +24,12 @@ from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.replay import Replayer
-from sparkfleet.gateway.targets import local_path_exists
+from sparkfleet.gateway.targets import (
+    clear_uncommitted_location,
+    local_path_exists,
+    managed_table_location,
+    table_exists,
+)
 from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
 from sparkfleet.plan.inspect import inspect_plan
 from sparkfleet.plan.state import Effect, Pin, ReleaseRelation, execute_plan_effects
@@ -78,6 +84,14 @@ def _changes_config(request: bytes) -> bool:
     return False
 
 
+def _current_database(session: VirtualSession) -> str:
+    """The session's current database, if it never ran USE; else "" (not known here)."""
+    journal = session.journal
+    if journal is not None and any(e.key == "current:namespace" for e in journal.entries):
+        return ""
+    return "default"
+
+
 def _is_reattachable(request: bytes) -> bool:
     """True if any RequestOption carries reattach_options{reattachable: true}."""
     for option in read_repeated(request, _REQUEST_OPTIONS):
@@ -90,8 +104,10 @@ def _is_reattachable(request: bytes) -> bool:
 
 
 class SparkConnectService:
-    def __init__(self, router: Router, artifacts: ArtifactStore | None = None) -> None:
+    def __init__(self, router: Router, artifacts: ArtifactStore | None = None, warehouse: Path | None = None) -> None:
         self.r = router
+        # The pool's shared warehouse, when it has one (see fleet/catalog.py).
+        self.warehouse = warehouse
         self.replay = Replayer(router, artifacts)
         # Partial releases (release_until) waiting to be forwarded, newest per operation, and the
         # operations whose release is on its way to the cluster now.
@@ -202,8 +218,23 @@ class SparkConnectService:
         cluster = self.r.fleet.get(lost.cluster_id)
         runtime = cluster.runtime.name if cluster is not None else ""
         target_exists = None
+        next_cluster: Cluster | None = None
         if op.intent.needs_absent_target and op.intent.target_kind == "path":
             target_exists = local_path_exists(op.intent.target)
+        elif op.intent.needs_absent_target and op.intent.target_kind == "table" and op.intent.target:
+            # The lost cluster can no longer commit (its JVM is gone): ask a healthy one.
+            next_cluster, _ = await self.r.place(routed.session, op.request)
+            try:
+                await self.replay.catch_up(routed.session, next_cluster, routed.metadata)
+                target_exists = await table_exists(self.r, routed.session, next_cluster, routed.metadata, op.intent.target)
+            except SparkfleetError:
+                target_exists = None
+            if target_exists is False and self.warehouse is not None:
+                # Not in the catalog, but the failed attempt may have left files at the table's
+                # location, which would make the re-run fail: only uncommitted output is removed.
+                location = managed_table_location(self.warehouse, op.intent.target, _current_database(routed.session))
+                if location is None or not clear_uncommitted_location(location):
+                    target_exists = None
         decision = decide_retry(
             op.intent,
             FailureFacts(

@@ -93,18 +93,18 @@ class LocalCluster:
     async def stop(self, timeout_s: float) -> int:
         """SIGTERM the cluster's process group, then SIGKILL whatever is left after the timeout."""
         if self.process.returncode is None:
-            _signal_group(self.pid, signal.SIGTERM)
+            signal_process_group(self.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), timeout_s)
             except asyncio.TimeoutError:
                 pass
         # The JVM may be gone while Python workers of its group linger: kill the group regardless.
-        _signal_group(self.pid, signal.SIGKILL)
+        signal_process_group(self.pid, signal.SIGKILL)
         self.exit_code = await self.process.wait()
         return self.exit_code
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_process_group(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):

@@ -1,0 +1,149 @@
+"""The pool-wide catalog: one Hive metastore service, so every cluster sees the same tables.
+
+A Spark Connect server keeps permanent tables and databases in its own catalog; with one catalog
+per cluster, a table written through one cluster would be missing on the next, and gone with a
+lost cluster. The local pool therefore runs one Hive metastore (from the runtime's own jars,
+Derby-backed, under ``data_dir/catalog``) and every cluster uses it, with one warehouse
+directory under ``data_dir/warehouse``. Tables survive lost clusters and restarts of sparkfleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from sparkfleet.errors import ClusterStartFailed, EnvironmentProblem
+from sparkfleet.fleet.provisioners.local import LOOPBACK, ProgressCallback, free_port, signal_process_group
+from sparkfleet.fleet.runtimes import Runtime
+
+_METASTORE_CLASS = "org.apache.hadoop.hive.metastore.HiveMetaStore"
+_HEAP_MB = 384
+_NAME = "catalog"
+
+
+def _hive_site(metastore_db: Path, warehouse: Path) -> str:
+    properties = {
+        "javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={metastore_db};create=true",
+        "datanucleus.schema.autoCreateAll": "true",
+        "hive.metastore.schema.verification": "false",
+        "hive.metastore.warehouse.dir": str(warehouse),
+        # Hive's asynchronous logging needs a library Spark does not ship.
+        "hive.async.log.enabled": "false",
+    }
+    body = "".join(
+        f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n" for k, v in properties.items()
+    )
+    return f"<configuration>\n{body}</configuration>\n"
+
+
+class SharedCatalog:
+    """Runs the metastore service and tells clusters how to use it."""
+
+    def __init__(self, data_dir: Path, runtime: Runtime, start_timeout_s: float, stop_timeout_s: float) -> None:
+        self._dir = (data_dir / "catalog").resolve()
+        self.warehouse = (data_dir / "warehouse").resolve()
+        self._runtime = runtime
+        self._start_timeout_s = start_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._process: asyncio.subprocess.Process | None = None
+        # Chosen now: clusters are configured with the address before the service is up.
+        self._port = free_port()
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def uri(self) -> str:
+        return f"thrift://{LOOPBACK}:{self._port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir / "metastore.log"
+
+    def cluster_conf(self) -> dict[str, str]:
+        """Spark confs that make a cluster use this catalog and the shared warehouse."""
+        return {
+            "spark.sql.catalogImplementation": "hive",
+            "spark.hadoop.hive.metastore.uris": self.uri,
+            "spark.sql.warehouse.dir": str(self.warehouse),
+            # Clusters may come up first; their metastore client waits for the service.
+            "spark.hadoop.hive.metastore.connect.retries": "60",
+        }
+
+    async def start(self, progress: ProgressCallback | None = None) -> None:
+        java = shutil.which("java")
+        if java is None:
+            raise EnvironmentProblem("'java' is not on PATH; the shared catalog needs it")
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.warehouse.mkdir(parents=True, exist_ok=True)
+        (self._dir / "hive-site.xml").write_text(_hive_site(self._dir / "metastore_db", self.warehouse))
+        await self._launch(java, progress)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(java, progress))
+
+    async def _launch(self, java: str, progress: ProgressCallback | None) -> None:
+        classpath = f"{self._dir}{os.pathsep}{self._runtime.spark_home / 'jars'}/*"
+        cmd = [java, f"-Xmx{_HEAP_MB}m", "-cp", classpath, _METASTORE_CLASS, "-p", str(self._port)]
+        setpriv = shutil.which("setpriv")
+        if setpriv:
+            cmd = [setpriv, "--pdeathsig", "KILL", *cmd]  # dies with sparkfleet, even on SIGKILL
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *cmd, cwd=self._dir, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if progress:
+            progress(_NAME, f"metastore JVM started (pid {self._process.pid}), waiting for port {self._port}")
+        try:
+            await asyncio.wait_for(self._until_listening(), self._start_timeout_s)
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise ClusterStartFailed(
+                f"the shared catalog did not listen within {self._start_timeout_s:.0f}s; see {self.log_path}"
+            ) from None
+        if progress:
+            progress(_NAME, f"shared catalog ready at {self.uri}, warehouse {self.warehouse}")
+
+    async def _until_listening(self) -> None:
+        assert self._process is not None
+        while True:
+            if self._process.returncode is not None:
+                raise ClusterStartFailed(
+                    f"the shared catalog exited with status {self._process.returncode} while starting; "
+                    f"see {self.log_path}"
+                )
+            try:
+                _, writer = await asyncio.open_connection(LOOPBACK, self._port)
+            except OSError:
+                await asyncio.sleep(0.25)
+                continue
+            writer.close()
+            return
+
+    async def _watch(self, java: str, progress: ProgressCallback | None) -> None:
+        """Restart the metastore on its port if it dies: clusters keep their configured address."""
+        while not self._stopping:
+            assert self._process is not None
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            if progress:
+                progress(_NAME, f"metastore exited with status {code}; restarting it")
+            await self._launch(java, progress)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            signal_process_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self._stop_timeout_s)
+            except asyncio.TimeoutError:
+                signal_process_group(process.pid, signal.SIGKILL)
+                await process.wait()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
