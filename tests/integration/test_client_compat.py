@@ -306,6 +306,8 @@ def test_metrics_expose_rpcs_latency_streams_and_clusters(fleet, spark):
 def test_health_and_clusters_api(fleet):
     health = fleet.api("/api/health")
     assert health["status"] == "ok" and health["clusters_ready"] >= 1
+    # The pool's shared catalog runs beside the clusters.
+    assert health["catalog"]["running"] and health["catalog"]["uri"].startswith("thrift://127.0.0.1:")
     for cluster in fleet.api("/api/clusters"):
         assert {"id", "size", "runtime", "state", "address", "pid", "cores", "memory_mb", "running_queries"} <= set(
             cluster

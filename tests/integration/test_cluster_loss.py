@@ -38,6 +38,17 @@ def _kill(proc: SparkfleetProcess, cluster_id: str) -> None:
     os.kill(cluster["pid"], signal.SIGKILL)
 
 
+def _kill_when(pool, spark, marker: Path, action) -> tuple[dict, dict]:
+    """Run ``action`` in a thread; once ``marker`` appears, kill the cluster running it; wait."""
+    thread, box = run_in_thread(action)
+    wait_until(marker.exists, 120, what=f"{marker.name} to appear")
+    running = next(q for q in _records(pool, spark) if q["state"] == "running")
+    _kill(pool, running["cluster_id"])
+    thread.join(300)
+    assert not thread.is_alive()
+    return running, box
+
+
 def _hang_once_udf(marker_dir: str):
     """A UDF that, the first time it runs anywhere, signals it started and then hangs."""
     from pyspark.sql.functions import udf
@@ -80,15 +91,10 @@ def test_next_query_after_a_kill_runs_elsewhere_with_the_session_state(pool, spa
 def test_a_read_running_when_its_cluster_dies_is_re_run_without_an_error(pool, spark, tmp_path):
     slow_double = _hang_once_udf(str(tmp_path))
     spark.range(5).createOrReplaceTempView("inputs")
-    thread, box = run_in_thread(
-        lambda: spark.table("inputs").select(slow_double("id").alias("d")).orderBy("d").collect()
+    running, box = _kill_when(
+        pool, spark, tmp_path / "started",
+        lambda: spark.table("inputs").select(slow_double("id").alias("d")).orderBy("d").collect(),
     )
-    wait_until(lambda: (tmp_path / "started").exists(), 120, what="the read to start")
-    running = next(q for q in _records(pool, spark) if q["state"] == "running")
-    _kill(pool, running["cluster_id"])
-
-    thread.join(300)
-    assert not thread.is_alive()
     assert "error" not in box, box.get("error")
     assert [r.d for r in box["result"]] == [0, 2, 4, 6, 8]
 
@@ -154,13 +160,9 @@ def _commits(directory: Path) -> list[list[int]]:
 def _kill_after_commit(pool, spark, directory: Path, rows: int, mode: str) -> tuple[dict, dict]:
     """Write ``rows`` rows to the hanging sink; kill the cluster once the write has committed."""
     _register_hanging_sink(spark, directory)
-    thread, box = run_in_thread(lambda: spark.range(rows).write.format("hanging_sink").mode(mode).save())
-    wait_until(lambda: (directory / "committed").exists(), 120, what=f"the {mode} write to commit")
-    running = next(q for q in _records(pool, spark) if q["state"] == "running")
-    _kill(pool, running["cluster_id"])
-    thread.join(300)
-    assert not thread.is_alive()
-    return running, box
+    return _kill_when(
+        pool, spark, directory / "committed", lambda: spark.range(rows).write.format("hanging_sink").mode(mode).save()
+    )
 
 
 def test_an_append_that_fails_after_its_commit_is_not_re_run(pool, spark, tmp_path):
@@ -200,12 +202,10 @@ def test_tables_outlive_the_cluster_that_wrote_them(pool, spark):
 def test_a_create_of_a_table_that_does_not_exist_yet_is_re_run(pool, spark, tmp_path):
     table = f"created_{spark.session_id[:8]}"
     slow_double = _hang_once_udf(str(tmp_path))
-    thread, box = run_in_thread(lambda: spark.range(3).select(slow_double("id").alias("d")).write.saveAsTable(table))
-    wait_until(lambda: (tmp_path / "started").exists(), 120, what="the write to start")
-    running = next(q for q in _records(pool, spark) if q["state"] == "running")
-    _kill(pool, running["cluster_id"])
-    thread.join(300)
-    assert not thread.is_alive()
+    running, box = _kill_when(
+        pool, spark, tmp_path / "started",
+        lambda: spark.range(3).select(slow_double("id").alias("d")).write.saveAsTable(table),
+    )
     assert "error" not in box, box.get("error")
     assert sorted(r.d for r in spark.table(table).collect()) == [0, 2, 4]
     record = next(q for q in _records(pool, spark) if q["id"] == running["id"])

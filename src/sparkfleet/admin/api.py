@@ -43,6 +43,7 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
                 "clusters_total": sum(1 for c in clusters if c.state not in _ENDED),
                 "sessions": app.sessions.open_count(),
                 "gateway": app.gateway_url,
+                "catalog": app.catalog.describe() if app.catalog is not None else None,
             }
         )
 

@@ -63,6 +63,12 @@ class SharedCatalog:
     def log_path(self) -> Path:
         return self._dir / "metastore.log"
 
+    def describe(self) -> dict[str, object]:
+        process = self._process
+        alive = process is not None and process.returncode is None
+        return {"uri": self.uri, "pid": process.pid if process else None, "running": alive,
+                "warehouse": str(self.warehouse)}
+
     def cluster_conf(self) -> dict[str, str]:
         """Spark confs that make a cluster use this catalog and the shared warehouse."""
         return {

@@ -114,9 +114,13 @@ class SparkfleetProcess:
             return response.read().decode()
 
     def remember_cluster_pids(self) -> set[int]:
+        """Pids of every JVM this sparkfleet runs (clusters and the shared catalog's metastore)."""
         for cluster in self.api("/api/clusters?history=0"):
             if cluster["pid"]:
                 self.cluster_pids.add(cluster["pid"])
+        catalog = self.api("/api/health").get("catalog")
+        if catalog and catalog.get("pid"):
+            self.cluster_pids.add(catalog["pid"])
         return self.cluster_pids
 
     def ready_clusters(self) -> list[dict[str, Any]]:
