@@ -31,8 +31,10 @@ def _hive_site(metastore_db: Path, warehouse: Path) -> str:
         "datanucleus.schema.autoCreateAll": "true",
         "hive.metastore.schema.verification": "false",
         "hive.metastore.warehouse.dir": str(warehouse),
-        # Hive's asynchronous logging needs a library Spark does not ship.
+        # Hive's asynchronous logging and its default connection pool (BoneCP) need libraries
+        # Spark does not ship; DBCP ships with Spark.
         "hive.async.log.enabled": "false",
+        "datanucleus.connectionPoolingType": "DBCP",
     }
     body = "".join(
         f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n" for k, v in properties.items()
@@ -77,6 +79,8 @@ class SharedCatalog:
             "spark.sql.warehouse.dir": str(self.warehouse),
             # Clusters may come up first; their metastore client waits for the service.
             "spark.hadoop.hive.metastore.connect.retries": "60",
+            # A cluster must not answer from a cached view of a table another cluster rewrote.
+            "spark.sql.filesourceTableRelationCacheSize": "0",
         }
 
     async def start(self, progress: ProgressCallback | None = None) -> None:
