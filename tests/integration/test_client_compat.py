@@ -295,10 +295,16 @@ def test_every_query_is_recorded(fleet, spark):
 
 def test_metrics_expose_rpcs_latency_streams_and_clusters(fleet, spark):
     spark.range(1).count()
-    text = fleet.text("/metrics")
+    # The client is done at result_complete; the gateway's side of the stream closes just after.
+    idle = 'sparkfleet_active_streams{method="ExecutePlan"} 0.0'
+
+    def idle_metrics() -> str | None:
+        text = fleet.text("/metrics")
+        return text if idle in text else None
+
+    text = wait_until(idle_metrics, 10, what="the gateway to close the stream")
     assert _counter(text, "ExecutePlan") >= 1
     assert 'sparkfleet_rpc_duration_seconds_bucket{le="0.005",method="ExecutePlan"}' in text
-    assert 'sparkfleet_active_streams{method="ExecutePlan"} 0.0' in text
     ready = [line for line in text.splitlines() if line.startswith("sparkfleet_clusters{") and 'state="ready"' in line]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in ready) == len(fleet.ready_clusters())
 
