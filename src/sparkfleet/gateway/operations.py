@@ -59,8 +59,6 @@ class Operation:
     # the request (to replay it elsewhere, or to re-run it after its cluster is lost).
     changes: list[Any] = field(default_factory=list)
     request: bytes = b""
-    # A checkpoint: its result names a CachedRemoteRelation that lives only on this cluster.
-    captures_relation: bool = False
     # What the query does to the outside world (plan/writes.py): decides whether it may be re-run.
     intent: Any = None
 

@@ -57,7 +57,6 @@ _RESULT_COMPLETE, _CHECKPOINT_RESULT = 14, 19
 # same on any cluster: a re-run elsewhere stays invisible to the client until one of these is sent.
 _RESULT_FIELDS = frozenset({2, 5, 6, 8, 9, 10, 11, 16, 17, 19, 20, 21, 22, 23, 999})
 _COMPLETE_WANTED = frozenset({_RESULT_COMPLETE}) | _RESULT_FIELDS
-_CHECKPOINT_WANTED = _COMPLETE_WANTED | {_CHECKPOINT_RESULT}
 # AnalyzePlanRequest.persist: cached data lives on the cluster that computes it.
 _ANALYZE_PERSIST = 14
 # Attempts of a unary request whose cluster is lost (each on another cluster).
@@ -136,7 +135,6 @@ class SparkConnectService:
         op.request, op.intent = request, intent
         if shape.kind == "command":
             op.changes = execute_plan_effects(request)
-            op.captures_relation = any(isinstance(c, Pin) and c.scope == "relation" for c in op.changes)
         async for message in self._attempts(op, routed, cluster, _is_reattachable(request)):
             yield message
 
@@ -264,7 +262,7 @@ class SparkConnectService:
         whether to retry it. Any other failure settles the operation as failed.
         """
         session = routed.session
-        wanted = _CHECKPOINT_WANTED if op is not None and op.captures_relation else _COMPLETE_WANTED
+        wanted = _COMPLETE_WANTED  # includes checkpoint results, whose relation id is remembered
         complete = False
         cluster.running_queries += 1
         try:
