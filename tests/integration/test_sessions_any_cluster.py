@@ -94,3 +94,42 @@ def test_persisted_data_keeps_the_session_where_it_is_cached(alternating_pool, a
     latest = _records(alternating_pool, spark)[:3]
     assert len({q["cluster_id"] for q in latest}) == 1
     assert all("persisted (cached) DataFrame" in q["placement_reason"] for q in latest)
+
+
+def test_catalog_calls_change_the_session_on_every_cluster(alternating_pool, alternating_session, tag):
+    spark = alternating_session
+    database = f"db_{tag}"
+    spark.sql(f"CREATE DATABASE {database}")
+    try:
+        spark.range(3).write.saveAsTable(f"{database}.three")
+        spark.catalog.setCurrentDatabase(database)
+        spark.range(2).createOrReplaceTempView("gone_soon")
+        for _ in range(3):  # the current database and the view reached both clusters
+            assert spark.catalog.currentDatabase() == database
+            assert spark.table("three").count() == 3
+            assert spark.table("gone_soon").count() == 2
+        assert spark.catalog.dropTempView("gone_soon")
+        for _ in range(3):
+            assert not spark.catalog.tableExists("gone_soon")
+        spark.catalog.setCurrentDatabase("default")
+        for _ in range(2):
+            assert spark.catalog.currentDatabase() == "default"
+        assert len(_clusters_used(alternating_pool, spark)) == 2
+    finally:
+        spark.sql(f"DROP DATABASE IF EXISTS {database} CASCADE")
+
+
+def test_a_cached_table_keeps_the_session_where_it_is_cached(alternating_pool, alternating_session, tag):
+    spark = alternating_session
+    table = f"cached_{tag}"
+    spark.range(10).write.saveAsTable(table)
+    try:
+        spark.catalog.cacheTable(table)
+        holder = _records(alternating_pool, spark)[0]["cluster_id"]
+        for _ in range(3):
+            assert spark.catalog.isCached(table)  # only the cluster holding the cache says so
+        latest = _records(alternating_pool, spark)[:3]
+        assert {q["cluster_id"] for q in latest} == {holder}
+        assert all("cached table" in q["placement_reason"] for q in latest)
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")

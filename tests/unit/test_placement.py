@@ -160,3 +160,19 @@ def test_alternate_strategy_moves_round_robin_over_ready_clusters():
         visited.append(decision.cluster_id)
         home = decision.cluster_id
     assert visited == ["a", "c", "a", "c"]
+
+
+@given(cases(), st.data())
+def test_a_cluster_the_caller_saw_die_is_never_chosen(case: tuple[PlacementRequest, FleetSnapshot], data) -> None:
+    request, fleet = case
+    ids = [c.id for c in fleet.clusters]
+    avoid = frozenset(data.draw(st.lists(st.sampled_from(ids), unique=True)) if ids else [])
+    for strategy in ("sticky", "alternate"):
+        pinned = next(iter(avoid), None)
+        asked = PlacementRequest("s-1", request.home_cluster_id, strategy, pinned, "a checkpoint", avoid)
+        decision = place_query(asked, fleet)
+        usable = {c.id for c in fleet.clusters if c.state is ClusterState.READY} - avoid
+        if usable:
+            assert isinstance(decision, RunOn) and decision.cluster_id in usable
+        else:
+            assert isinstance(decision, WaitForCapacity)

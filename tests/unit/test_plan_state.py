@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import pytest
 import zstandard
-from pyspark.sql.connect.proto import base_pb2, commands_pb2
+from pyspark.sql.connect.proto import base_pb2, commands_pb2, relations_pb2
 
 from sparkfleet.plan.state import Effect, Pin, execute_plan_effects, sql_effects
 
 
-def _execute(command: commands_pb2.Command | None = None, compressed: bool = False) -> bytes:
+def _execute(body: commands_pb2.Command | relations_pb2.Relation | None = None, compressed: bool = False) -> bytes:
     request = base_pb2.ExecutePlanRequest(session_id="00112233-4455-6677-8899-aabbccddeeff")
-    if command is None:
+    if body is None:
         request.plan.root.range.end = 10
     elif compressed:
-        request.plan.compressed_operation.data = zstandard.compress(command.SerializeToString())
-        request.plan.compressed_operation.op_type = base_pb2.Plan.CompressedOperation.OP_TYPE_COMMAND
+        is_command = isinstance(body, commands_pb2.Command)
+        operation = base_pb2.Plan.CompressedOperation
+        request.plan.compressed_operation.data = zstandard.compress(body.SerializeToString())
+        request.plan.compressed_operation.op_type = operation.OP_TYPE_COMMAND if is_command else operation.OP_TYPE_RELATION
         request.plan.compressed_operation.compression_codec = base_pb2.COMPRESSION_CODEC_ZSTD
+    elif isinstance(body, commands_pb2.Command):
+        request.plan.command.CopyFrom(body)
     else:
-        request.plan.command.CopyFrom(command)
+        request.plan.root.CopyFrom(body)
     return request.SerializeToString()
 
 
@@ -114,3 +118,41 @@ def test_sql_statements(sql, expected):
 def test_non_replayable_sql_pins(sql):
     (change,) = sql_effects(sql)
     assert isinstance(change, Pin) and change.reason
+
+
+def _catalog_request(call: str, compressed: bool = False, **fields) -> bytes:
+    relation = relations_pb2.Relation()
+    relation.common.plan_id = 3
+    getattr(relation.catalog, call).SetInParent()
+    for name, value in fields.items():
+        setattr(getattr(relation.catalog, call), name, value)
+    return _execute(relation, compressed)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize(
+    ("call", "fields", "effects"),
+    [
+        ("set_current_database", {"db_name": "sales"}, [Effect("current:namespace")]),
+        ("set_current_catalog", {"catalog_name": "spark_catalog"}, [Effect("current:catalog")]),
+        ("drop_temp_view", {"view_name": "Recent"}, [Effect("view:recent", removes=True)]),
+        ("drop_view", {"view_name": "v", "if_exists": True}, [Effect("view:v", removes=True)]),
+        ("list_tables", {}, []),
+        ("refresh_table", {"table_name": "t"}, []),
+    ],
+)
+def test_catalog_calls_change_session_state_like_their_sql(call, fields, effects, compressed):
+    assert execute_plan_effects(_catalog_request(call, compressed, **fields)) == effects
+
+
+@pytest.mark.parametrize("call", ["cache_table", "uncache_table", "clear_cache"])
+def test_catalog_cache_calls_pin_the_session(call):
+    fields = {} if call == "clear_cache" else {"table_name": "t"}
+    [change] = execute_plan_effects(_catalog_request(call, **fields))
+    assert isinstance(change, Pin) and change.scope == "session" and "cached table" in change.reason
+
+
+def test_sql_relation_that_spark_runs_eagerly_changes_state():
+    request = base_pb2.ExecutePlanRequest(session_id="00112233-4455-6677-8899-aabbccddeeff")
+    request.plan.root.sql.query = "SET spark.sql.shuffle.partitions=7"
+    assert execute_plan_effects(request.SerializeToString()) == [Effect("conf:spark.sql.shuffle.partitions")]

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sparkfleet.plan.writes import READ, QueryIntent, classify_sql
+from sparkfleet.plan.intent import READ, QueryIntent
+from sparkfleet.plan.sql_intent import classify_sql
 from sparkfleet.policy.recovery import FailureFacts, Retry, Surface, decide_retry
 
 APPEND = QueryIntent("write", "append write to table db.t", target="db.t", target_kind="table",

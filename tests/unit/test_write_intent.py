@@ -1,4 +1,4 @@
-"""plan/writes.py: what re-running a request would do, from real Spark Connect messages."""
+"""plan/writes.py and plan/sql_intent.py: what re-running a request would do, from real Spark Connect messages."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from pyspark.sql.connect.proto import base_pb2, commands_pb2, relations_pb2
 
 from sparkfleet.errors import MalformedMessage
 from sparkfleet.plan.wire import LENGTH_DELIMITED, encode_varint
-from sparkfleet.plan.writes import (
+from sparkfleet.plan.intent import (
     APPLIES_TWICE,
     DUPLICATES_DATA,
     FAILS_IF_CREATED,
     FAILS_IF_DROPPED,
     READ,
     QueryIntent,
-    classify_execute_plan,
-    classify_sql,
 )
+from sparkfleet.plan.sql_intent import classify_sql
+from sparkfleet.plan.writes import classify_execute_plan
 
 CompressedOperation = base_pb2.Plan.CompressedOperation
 SaveMode = commands_pb2.WriteOperation.SaveMode
@@ -326,7 +326,7 @@ SQL_CASES = [
     ("DELETE FROM t WHERE a = 1", ("write", False, False, "t", "table")),
     # anything else is a command
     ("ALTER TABLE t ADD COLUMNS (b INT)", ("command", False, False, "", "")),
-    ("MSCK REPAIR TABLE t", ("command", False, False, "", "")),
+    ("MSCK REPAIR TABLE t", ("command", True, False, "", "")),  # maintenance: brings metadata in line
     ("CALL cat.system.do_something()", ("command", False, False, "", "")),
     ("FROM s INSERT INTO t SELECT a", ("command", False, False, "", "")),
     ("SELECT 1; INSERT INTO t VALUES (1)", ("command", False, False, "", "")),
@@ -485,3 +485,68 @@ def test_any_text_classifies_without_error(sql: str) -> None:
 def test_pathological_nesting_is_classified_without_recursion() -> None:
     assert classify_sql("WITH a AS (SELECT 1) " * 5000 + "INSERT INTO t VALUES (1)").kind == "write"
     assert classify_sql("(" * 5000 + "SELECT 1" + ")" * 5000) == READ
+
+
+def catalog(call: str, **fields) -> relations_pb2.Relation:
+    """A Relation{catalog} as pyspark sends it for ``spark.catalog.<call>``."""
+    relation = relations_pb2.Relation()
+    relation.common.plan_id = 7
+    getattr(relation.catalog, call).SetInParent()
+    for name, value in fields.items():
+        setattr(getattr(relation.catalog, call), name, value)
+    return relation
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize(
+    ("call", "fields", "expected", "risk"),
+    [
+        ("drop_table", {"table_name": "db.t", "if_exists": True}, ("write", True, False, "db.t", "table"), ""),
+        ("drop_table", {"table_name": "t"}, ("write", False, False, "t", "table"), FAILS_IF_DROPPED),
+        ("drop_view", {"view_name": "v", "if_exists": True}, ("write", True, False, "v", "table"), ""),
+        ("create_table", {"table_name": "t", "path": "/data/t"}, ("write", False, True, "t", "table"),
+         FAILS_IF_CREATED),
+        ("create_external_table", {"table_name": "t"}, ("write", False, True, "t", "table"), FAILS_IF_CREATED),
+        ("create_database", {"db_name": "d", "if_not_exists": True}, ("write", True, False, "d", "schema"), ""),
+        ("create_database", {"db_name": "d"}, ("write", False, True, "d", "schema"), FAILS_IF_CREATED),
+        ("drop_database", {"db_name": "d", "if_exists": True}, ("write", True, False, "d", "schema"), ""),
+        ("truncate_table", {"table_name": "t"}, ("write", True, False, "t", "table"), ""),
+        ("refresh_table", {"table_name": "t"}, ("command", True, False, "", ""), ""),
+        ("refresh_by_path", {"path": "/data/it's"}, ("command", True, False, "", ""), ""),
+        ("recover_partitions", {"table_name": "t"}, ("command", True, False, "", ""), ""),
+        ("analyze_table", {"table_name": "t", "no_scan": True}, ("command", True, False, "", ""), ""),
+        ("set_current_database", {"db_name": "d"}, ("session_state", True, False, "", ""), ""),
+        ("set_current_catalog", {"catalog_name": "spark_catalog"}, ("session_state", True, False, "", ""), ""),
+        ("drop_temp_view", {"view_name": "v"}, ("write", True, False, "v", "table"), ""),
+        ("cache_table", {"table_name": "t"}, ("session_state", True, False, "", ""), ""),
+        ("clear_cache", {}, ("session_state", True, False, "", ""), ""),
+    ],
+)
+def test_catalog_calls_that_change_something(call, fields, expected, risk, compressed):
+    intent = classify_execute_plan(execute(catalog(call, **fields), compressed=compressed))
+    assert summary(intent) == expected
+    assert intent.rerun_risk == risk
+    # Described as the user called it, with the statement it equals.
+    camel = "".join(word if i == 0 else word.title() for i, word in enumerate(call.split("_")))
+    assert f"spark.catalog.{camel}" in intent.description
+
+
+@pytest.mark.parametrize("call", ["list_tables", "table_exists", "current_database", "is_cached", "list_catalogs",
+                                  "get_table", "list_databases", "get_create_table_string"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_catalog_lookups_are_reads(call, compressed):
+    assert classify_execute_plan(execute(catalog(call), compressed=compressed)) == READ
+
+
+@pytest.mark.parametrize(
+    "sql", ["REFRESH TABLE db.t", "refresh '/data/x'", "REFRESH FUNCTION f", "ANALYZE TABLE t COMPUTE STATISTICS",
+            "analyze tables in db compute statistics noscan", "MSCK REPAIR TABLE t", "ALTER TABLE t RECOVER PARTITIONS"],
+)
+def test_catalog_maintenance_is_an_idempotent_command(sql):
+    intent = classify_sql(sql)
+    assert (intent.kind, intent.idempotent, intent.rerun_risk) == ("command", True, "")
+
+
+def test_other_alter_table_is_still_never_rerun():
+    intent = classify_sql("ALTER TABLE t ADD COLUMNS (c INT)")
+    assert (intent.kind, intent.idempotent) == ("command", False)

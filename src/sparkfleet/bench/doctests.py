@@ -238,7 +238,11 @@ def gateway_toml(placement: str) -> str:
 def _direct_target():  # type: ignore[no-untyped-def]
     from sparkfleet.testing.direct import DirectServer
 
-    return DirectServer(cores=_CORES, memory_mb=_MEMORY_MB)
+    # The gateway's pool keeps its tables in a Hive metastore (the shared catalog): the direct
+    # server uses a Hive catalog too (its own, embedded), so what is compared is the gateway, not
+    # the catalog kind (a Hive catalog describes `default` as "Default Hive database").
+    return DirectServer(cores=_CORES, memory_mb=_MEMORY_MB,
+                        spark_conf={"spark.sql.catalogImplementation": "hive"})
 
 
 def _gateway_target(placement: str):  # type: ignore[no-untyped-def]

@@ -95,7 +95,10 @@ class SharedCatalog:
 
     async def _launch(self, java: str, progress: ProgressCallback | None) -> None:
         classpath = f"{self._dir}{os.pathsep}{self._runtime.spark_home / 'jars'}/*"
-        cmd = [java, f"-Xmx{_HEAP_MB}m", "-cp", classpath, _METASTORE_CLASS, "-p", str(self._port)]
+        tmp = self._dir / "tmp"  # the JVM's temp files stay with the catalog, out of the machine's /tmp
+        tmp.mkdir(exist_ok=True)
+        cmd = [java, f"-Xmx{_HEAP_MB}m", f"-Djava.io.tmpdir={tmp}", "-cp", classpath, _METASTORE_CLASS,
+               "-p", str(self._port)]
         setpriv = shutil.which("setpriv")
         if setpriv:
             cmd = [setpriv, "--pdeathsig", "KILL", *cmd]  # dies with sparkfleet, even on SIGKILL

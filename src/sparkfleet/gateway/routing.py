@@ -115,11 +115,13 @@ class Router:
 
     # ---- placement ---------------------------------------------------------------------------
 
-    async def place(self, session: VirtualSession, request: bytes | memoryview = b"") -> tuple[Cluster, str]:
+    async def place(
+        self, session: VirtualSession, request: bytes | memoryview = b"", avoid: frozenset[str] = frozenset()
+    ) -> tuple[Cluster, str]:
         """The cluster for the session's next request, waiting a while for one to be ready.
 
         ``request`` is scanned for checkpointed DataFrames the session holds: a request that
-        reads one must run where it lives.
+        reads one must run where it lives. ``avoid``: clusters the caller saw die.
         """
         pinned, pin_reason = self._pin_for(session, request)
         deadline = self._clock_monotonic() + self.capacity_wait_s
@@ -127,7 +129,8 @@ class Router:
             changed = self._fleet_changed
             decision = place_query(
                 PlacementRequest(
-                    session.session_id, session.home_cluster_id, self.placement_strategy, pinned, pin_reason
+                    session.session_id, session.home_cluster_id, self.placement_strategy, pinned, pin_reason,
+                    avoid,
                 ),
                 self.fleet.snapshot(),
             )

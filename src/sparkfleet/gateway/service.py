@@ -1,8 +1,9 @@
 """The twelve RPCs of ``spark.connect.SparkConnectService``, served over raw bytes.
 
-Execution RPCs go to the cluster placement picks (or that owns the operation); session-wide
-RPCs (Interrupt all/tag, GetStatus, ReleaseSession) fan out to every cluster holding a twin of
-the session and merge the answers.
+Execution RPCs go to the cluster placement picks (or that owns the operation); an ExecutePlan
+whose cluster is lost is re-run elsewhere, when that is safe, by ``gateway/attempts.py``.
+Session-wide RPCs (Interrupt all/tag, GetStatus, ReleaseSession) fan out to every cluster holding
+a twin of the session and merge the answers.
 """
 
 from __future__ import annotations
@@ -20,17 +21,11 @@ from sparkfleet.errors import ClusterLost, InvalidHandle, MalformedMessage, Spar
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.fleet.model import ClusterState
 from sparkfleet.gateway.artifacts import ArtifactStore
+from sparkfleet.gateway.attempts import AttemptRunner
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.replay import Replayer
-from sparkfleet.gateway.targets import (
-    clear_uncommitted_location,
-    local_path_exists,
-    managed_table_location,
-    table_exists,
-)
-from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
 from sparkfleet.plan.inspect import inspect_plan
 from sparkfleet.plan.state import Effect, Pin, ReleaseRelation, execute_plan_effects
 from sparkfleet.plan.writes import classify_execute_plan
@@ -83,14 +78,6 @@ def _changes_config(request: bytes) -> bool:
     return False
 
 
-def _current_database(session: VirtualSession) -> str:
-    """The session's current database, if it never ran USE; else "" (not known here)."""
-    journal = session.journal
-    if journal is not None and any(e.key == "current:namespace" for e in journal.entries):
-        return ""
-    return "default"
-
-
 def _is_reattachable(request: bytes) -> bool:
     """True if any RequestOption carries reattach_options{reattachable: true}."""
     for option in read_repeated(request, _REQUEST_OPTIONS):
@@ -105,9 +92,10 @@ def _is_reattachable(request: bytes) -> bool:
 class SparkConnectService:
     def __init__(self, router: Router, artifacts: ArtifactStore | None = None, warehouse: Path | None = None) -> None:
         self.r = router
-        # The pool's shared warehouse, when it has one (see fleet/catalog.py).
-        self.warehouse = warehouse
         self.replay = Replayer(router, artifacts)
+        # ExecutePlan attempts, re-run elsewhere after a cluster loss when safe; ``warehouse`` is
+        # the pool's shared warehouse, when it has one (see fleet/catalog.py).
+        self.runner = AttemptRunner(router, self.replay, self._relay, warehouse)
         # Partial releases (release_until) waiting to be forwarded, newest per operation, and the
         # operations whose release is on its way to the cluster now.
         self._pending_releases: dict[tuple[str, str, str], tuple[Cluster, bytes, Routed]] = {}
@@ -133,9 +121,9 @@ class SparkConnectService:
             operation_id, session.key, cluster.id, cluster.runtime.name, shape.label, reason, intent.description
         )
         op.request, op.intent = request, intent
-        if shape.kind == "command":
-            op.changes = execute_plan_effects(request)
-        async for message in self._attempts(op, routed, cluster, _is_reattachable(request)):
+        # Commands, and relations Spark runs eagerly (SQL text, spark.catalog calls), may change state.
+        op.changes = execute_plan_effects(request)
+        async for message in self.runner.run(op, routed, cluster, _is_reattachable(request)):
             yield message
 
     async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -154,7 +142,7 @@ class SparkConnectService:
                 raise self.r.lost(owner, f"operation {operation_id}")
             # The cluster died between the client's streams: carry on elsewhere if that is safe.
             lost = self.r.lost(owner, f"operation {operation_id}")
-            async for message in self._retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
+            async for message in self.runner.retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
                 yield message
             return
         call = self.r.backends.unary_stream(owner, "ReattachExecute")(
@@ -167,7 +155,7 @@ class SparkConnectService:
         except ClusterLost as lost:
             if op is None:
                 raise
-            async for message in self._retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
+            async for message in self.runner.retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
                 yield message
 
     def _not_found_for_reattach(self, session: VirtualSession, operation_id: str) -> SparkfleetError:
@@ -184,74 +172,6 @@ class SparkConnectService:
         return InvalidHandle(
             f"The handle {operation_id} is invalid. Operation not found.", "INVALID_HANDLE.OPERATION_NOT_FOUND"
         )
-
-    async def _attempts(
-        self, op: Operation, routed: Routed, cluster: Cluster, reattachable: bool, attempt: int = 1
-    ) -> AsyncIterator[bytes]:
-        """Run the operation on ``cluster``; if the cluster is lost, retry elsewhere when safe."""
-        try:
-            await self.replay.catch_up(routed.session, cluster, routed.metadata)
-            call = self.r.backends.unary_stream(cluster, "ExecutePlan")(
-                self.r.to_backend(_EXEC, op.request, routed.session, cluster),
-                metadata=self.r.call_metadata(cluster, routed),
-            )
-        except ClusterLost as lost:
-            lost.reached_cluster = False  # it died while catching up: the query was never sent
-            failure: ClusterLost | None = lost
-        else:
-            failure = None
-        if failure is None:
-            try:
-                async for message in self._relay(call, op, routed, cluster, reattachable):
-                    yield message
-                return
-            except ClusterLost as lost:
-                failure = lost
-        async for message in self._retry_after_loss(op, routed, failure, attempt):
-            yield message
-
-    async def _retry_after_loss(
-        self, op: Operation, routed: Routed, lost: ClusterLost, attempt: int
-    ) -> AsyncIterator[bytes]:
-        cluster = self.r.fleet.get(lost.cluster_id)
-        runtime = cluster.runtime.name if cluster is not None else ""
-        target_exists = None
-        next_cluster: Cluster | None = None
-        if op.intent.needs_absent_target and op.intent.target_kind == "path":
-            target_exists = local_path_exists(op.intent.target)
-        elif op.intent.needs_absent_target and op.intent.target_kind == "table" and op.intent.target:
-            # The lost cluster can no longer commit (its JVM is gone): ask a healthy one.
-            next_cluster, _ = await self.r.place(routed.session, op.request)
-            try:
-                await self.replay.catch_up(routed.session, next_cluster, routed.metadata)
-                target_exists = await table_exists(self.r, routed.session, next_cluster, routed.metadata, op.intent.target)
-            except SparkfleetError:
-                target_exists = None
-            if target_exists is False and self.warehouse is not None:
-                # Not in the catalog, but the failed attempt may have left files at the table's
-                # location, which would make the re-run fail: only uncommitted output is removed.
-                location = managed_table_location(self.warehouse, op.intent.target, _current_database(routed.session))
-                if location is None or not clear_uncommitted_location(location):
-                    target_exists = None
-        decision = decide_retry(
-            op.intent,
-            FailureFacts(
-                cluster_id=lost.cluster_id,
-                sent=lost.reached_cluster,
-                responses_forwarded=op.responses_forwarded,
-                attempts=attempt,
-                target_exists=target_exists,
-            ),
-        )
-        if not isinstance(decision, Retry):
-            self.r.operations.finished(op, "failed", runtime, lost.error_class, lost.message, reason=decision.reason)
-            raise ClusterLost(f"{lost.message} The query was {decision.reason}.", lost.cluster_id) from None
-        self.r.operations.attempt_failed(op, runtime, "cluster lost", lost.error_class, decision.reason)
-        log.info("operation %s: %s", op.id, decision.reason)
-        next_cluster, reason = await self.r.place(routed.session, op.request)
-        self.r.operations.moved(op, next_cluster.id, reason)
-        async for message in self._attempts(op, routed, next_cluster, reattachable=True, attempt=attempt + 1):
-            yield message
 
     async def _relay(
         self, call, op: Operation | None, routed: Routed, cluster: Cluster, reattachable: bool  # type: ignore[no-untyped-def]

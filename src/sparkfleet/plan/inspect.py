@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import zstandard
 
 from sparkfleet.errors import MalformedMessage
-from sparkfleet.plan.wire import LENGTH_DELIMITED, VARINT, Field, read_fields, read_varint
+from sparkfleet.plan.wire import LENGTH_DELIMITED, Field, as_int, read_fields, read_varint
 
 # spark.connect.Plan
 _PLAN_ROOT, _PLAN_COMMAND, _PLAN_COMPRESSED = 1, 2, 3
@@ -74,16 +74,10 @@ def _message(field: Field) -> memoryview:
     return field.value
 
 
-def _enum(field: Field) -> int:
-    if field.wire_type != VARINT or not isinstance(field.value, int):
-        raise MalformedMessage(f"plan field {field.number} has wire type {field.wire_type}, not an enum")
-    return field.value
-
-
 def _compressed_parts(plan_fields: dict) -> tuple[int, int, memoryview]:  # type: ignore[type-arg]
     co = read_fields(_message(plan_fields[_PLAN_COMPRESSED]), frozenset({_CO_DATA, _CO_OP_TYPE, _CO_CODEC}))
-    op_type = _enum(co[_CO_OP_TYPE]) if _CO_OP_TYPE in co else 0
-    codec = _enum(co[_CO_CODEC]) if _CO_CODEC in co else 0
+    op_type = as_int(co.get(_CO_OP_TYPE))
+    codec = as_int(co.get(_CO_CODEC))
     data = _message(co[_CO_DATA]) if _CO_DATA in co else memoryview(b"")
     return op_type, codec, data
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from sparkfleet.errors import MalformedMessage
+from sparkfleet.plan.eager import eager_statement, is_plain_compressed_query, sql_of_command
 from sparkfleet.plan.inspect import inspect_plan, plan_body
 from sparkfleet.plan.wire import as_message, as_str, iter_fields, read_fields
 
@@ -26,8 +27,6 @@ _REGISTER_DATA_SOURCE, _CHECKPOINT, _REMOVE_CACHED_REMOTE_RELATION, _ML_COMMAND 
 _REMOVED_RELATION, _RELATION_ID = 1, 1
 # CreateDataFrameViewCommand
 _VIEW_NAME, _VIEW_IS_GLOBAL = 2, 3
-# SqlCommand: sql (deprecated) or input Relation{sql: SQL{query}}
-_SQL_TEXT, _SQL_INPUT, _RELATION_SQL, _SQL_QUERY = 1, 6, 10, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +80,7 @@ _SQL_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(rf"^drop{_WS}temp(orary)?{_WS}var(iable)?{_WS}(if{_WS}exists{_WS})?{_NAME}", re.I), "drop-variable"),
     (re.compile(rf"^use{_WS}(catalog{_WS})({_NAME})", re.I), "use-catalog"),
     (re.compile(rf"^use{_WS}(database{_WS}|schema{_WS}|namespace{_WS})?{_NAME}", re.I), "use"),
-    (re.compile(rf"^reset\s*;?\s*$", re.I), "reset-all"),
+    (re.compile(r"^reset\s*;?\s*$", re.I), "reset-all"),
     (re.compile(rf"^reset{_WS}(\S+)", re.I), "reset"),
     (re.compile(r"^set\s+(-v\s*)?;?\s*$", re.I), "noop"),
     (re.compile(r"^set\s+([^=\s]+)\s*=\s*(.*)$", re.I | re.S), "set"),
@@ -137,16 +136,6 @@ def sql_effects(sql: str) -> list[Change]:
 # ---- requests -------------------------------------------------------------------------------------
 
 
-def _command_sql(sql_command: memoryview) -> str:
-    fields = read_fields(sql_command, frozenset({_SQL_TEXT, _SQL_INPUT}))
-    if _SQL_INPUT in fields:
-        relation = read_fields(as_message(fields[_SQL_INPUT], "sql_command.input"), frozenset({_RELATION_SQL}))
-        if _RELATION_SQL in relation:
-            sql = read_fields(as_message(relation[_RELATION_SQL], "sql"), frozenset({_SQL_QUERY}))
-            return as_str(sql.get(_SQL_QUERY))
-    return as_str(fields.get(_SQL_TEXT))
-
-
 def _name_field(message: memoryview, number: int = 1) -> str:
     return _ident(as_str(read_fields(message, frozenset({number})).get(number)))
 
@@ -168,7 +157,7 @@ def command_effects(command: bytes | memoryview) -> list[Change]:
         if number == _REGISTER_DATA_SOURCE:
             return [Effect(f"data_source:{_name_field(body)}")]
         if number == _SQL_COMMAND:
-            return sql_effects(_command_sql(body))
+            return sql_effects(sql_of_command(body))
         if number == _CHECKPOINT:
             return [Pin("checkpointed DataFrame (CachedRemoteRelation)", scope="relation")]
         if number == _REMOVE_CACHED_REMOTE_RELATION:
@@ -189,11 +178,15 @@ def command_effects(command: bytes | memoryview) -> list[Change]:
 
 
 def execute_plan_effects(request: bytes | memoryview) -> list[Change]:
-    """Effects of an ExecutePlanRequest; relations (queries) change no session state."""
+    """Effects of an ExecutePlanRequest. Queries change no session state; relations that Spark
+    runs eagerly (SQL text, ``spark.catalog`` calls such as ``setCurrentDatabase``) may."""
     plan = read_fields(request, frozenset({_EXEC_PLAN})).get(_EXEC_PLAN)
     if plan is None:
         raise MalformedMessage("ExecutePlan request has no plan")
     plan_bytes = as_message(plan, "plan")
     if inspect_plan(plan_bytes).kind == "relation":
-        return []
+        if is_plain_compressed_query(plan_bytes):
+            return []
+        eager = eager_statement(plan_body(plan_bytes))
+        return [] if eager is None else sql_effects(eager[1])
     return command_effects(plan_body(plan_bytes))

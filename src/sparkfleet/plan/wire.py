@@ -158,6 +158,15 @@ def as_str(field: Field | None) -> str:
         raise MalformedMessage(f"field {field.number} is not valid UTF-8") from exc
 
 
+def as_int(field: Field | None) -> int:
+    """A varint field (enum, bool, integer); absent fields read as 0, as in protobuf."""
+    if field is None:
+        return 0
+    if field.wire_type != VARINT or not isinstance(field.value, int):
+        raise MalformedMessage(f"field {field.number} has wire type {field.wire_type}, not a varint")
+    return field.value
+
+
 def as_message(field: Field, name: str) -> memoryview:
     """The bytes of an embedded message field, or MalformedMessage if it is not length-delimited."""
     if not isinstance(field.value, memoryview):

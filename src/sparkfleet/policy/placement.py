@@ -22,6 +22,9 @@ class PlacementRequest:
     # DataFrame, cached data, a streaming query, a global temp view), and what that state is.
     pinned_cluster_id: str | None = None
     pin_reason: str = ""
+    # Clusters the caller saw die that the fleet may not have marked lost yet (a retry after a
+    # cluster loss races the controller's own watch): never chosen.
+    avoid: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +52,7 @@ def place_query(request: PlacementRequest, fleet: FleetSnapshot) -> PlacementDec
     A pin whose cluster is not ready is not honoured here: the caller decides whether the pinned
     state was essential (then it reports the loss) or only an optimisation.
     """
-    ready = fleet.ready()
+    ready = [cluster for cluster in fleet.ready() if cluster.id not in request.avoid]
     if request.pinned_cluster_id is not None:
         for cluster in ready:
             if cluster.id == request.pinned_cluster_id:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparkfleet.plan.writes import QueryIntent
+from sparkfleet.plan.intent import QueryIntent
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ class DirectServer:
         cmd = provisioner.command(self._spec, self.port, free_port(), self.workdir)
         with (self.workdir / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=self.workdir, env=provisioner.environment(self._spec, self.token),
+                cmd, cwd=self.workdir, env=provisioner.environment(self._spec, self.token, self.workdir),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         probe = _readiness_probe()

@@ -29,6 +29,7 @@ from sparkfleet.fleet.runtimes import Runtime
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LOOPBACK = "127.0.0.1"
+_DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 # Environment variables of the parent that would change how a child Spark behaves.
 _SCRUBBED_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_CONNECT_TESTING_REMOTE",
                  "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "SPARK_LOCAL_DIRS")
@@ -139,6 +140,10 @@ class LocalProvisioner:
             **spec.runtime.default_conf,
             **spec.spark_conf,
         }
+        # The JVM's own temp files (Spark Connect artifacts, Hive session dirs, native libraries)
+        # stay in the cluster's directory, so a killed cluster leaves nothing in the machine's /tmp.
+        java_options = conf.get(_DRIVER_JAVA_OPTIONS, "")
+        conf[_DRIVER_JAVA_OPTIONS] = f"-Djava.io.tmpdir={workdir / 'tmp'} {java_options}".strip()
         cmd: list[str] = []
         if self._setpriv:
             cmd += [self._setpriv, "--pdeathsig", "KILL"]
@@ -154,7 +159,7 @@ class LocalProvisioner:
             cmd += ["--conf", f"{key}={value}"]
         return cmd
 
-    def environment(self, spec: ClusterSpec, token: str) -> dict[str, str]:
+    def environment(self, spec: ClusterSpec, token: str, workdir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         env.update(
             SPARK_HOME=str(spec.runtime.spark_home),
@@ -162,6 +167,7 @@ class LocalProvisioner:
             PYSPARK_PYTHON=sys.executable,
             PYSPARK_DRIVER_PYTHON=sys.executable,
             SPARK_LOCAL_IP=LOOPBACK,
+            TMPDIR=str(workdir / "tmp"),
             # Passed in the environment, not on the command line, so `ps` does not show it.
             SPARK_CONNECT_AUTHENTICATE_TOKEN=token,
         )
@@ -185,7 +191,7 @@ class LocalProvisioner:
             process = await asyncio.create_subprocess_exec(
                 *self.command(spec, grpc_port, ui_port, workdir),
                 cwd=workdir,
-                env=self.environment(spec, token),
+                env=self.environment(spec, token, workdir),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,

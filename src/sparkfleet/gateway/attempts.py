@@ -1,0 +1,151 @@
+"""Runs an ExecutePlan and, if its cluster is lost, runs it again elsewhere when that is safe.
+
+This is the imperative shell around ``policy/recovery.py``, which only decides, from plain facts and
+without I/O, whether a query whose cluster was lost may run again. Here the gateway gathers those
+facts (whether the request reached the cluster, how many result messages the client already holds,
+which attempt this was, and whether a write's target exists yet, probed on disk or through a
+healthy cluster's catalog) and carries the decision out: the failed attempt is recorded and the
+same request is placed, caught up and run again *in the same client stream*, or the loss reaches
+the client as ``ClusterLost`` saying why the query was not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from sparkfleet.errors import ClusterLost, SparkfleetError
+from sparkfleet.fleet.controller import Cluster
+from sparkfleet.gateway.operations import Operation
+from sparkfleet.gateway.replay import Replayer
+from sparkfleet.gateway.routing import RPCS, Routed, Router
+from sparkfleet.gateway.sessions import VirtualSession
+from sparkfleet.gateway.targets import (
+    clear_uncommitted_location,
+    local_path_exists,
+    managed_table_location,
+    table_exists,
+)
+from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
+
+log = logging.getLogger(__name__)
+
+_EXEC = RPCS["ExecutePlan"]
+
+# Forwards one ExecutePlan response stream (call, operation, routed request, its cluster, whether
+# the stream is reattachable) and settles the operation when it is final. A lost cluster must be
+# raised as ClusterLost with the operation still open, so that the runner can decide on a retry.
+RelayStream = Callable[[Any, Operation, Routed, Cluster, bool], AsyncIterator[bytes]]
+
+
+def _current_database(session: VirtualSession) -> str:
+    """The session's current database, if it never ran USE; else "" (not known here)."""
+    journal = session.journal
+    if journal is not None and any(e.key == "current:namespace" for e in journal.entries):
+        return ""
+    return "default"
+
+
+class AttemptRunner:
+    """Runs ExecutePlan operations attempt by attempt, re-running one after a cluster loss when safe."""
+
+    def __init__(self, router: Router, replay: Replayer, relay: RelayStream, warehouse: Path | None = None) -> None:
+        self.r = router
+        self.replay = replay
+        self._relay = relay
+        # The pool's shared warehouse, when it has one (see fleet/catalog.py): a failed write's
+        # uncommitted output is cleared from a managed table's location there before a re-run.
+        self.warehouse = warehouse
+
+    async def run(
+        self, op: Operation, routed: Routed, cluster: Cluster, reattachable: bool, attempt: int = 1
+    ) -> AsyncIterator[bytes]:
+        """Run the operation on ``cluster`` as its ``attempt``-th attempt; if the cluster is lost,
+        retry elsewhere when safe."""
+        try:
+            await self.replay.catch_up(routed.session, cluster, routed.metadata)
+            call = self.r.backends.unary_stream(cluster, "ExecutePlan")(
+                self.r.to_backend(_EXEC, op.request, routed.session, cluster),
+                metadata=self.r.call_metadata(cluster, routed),
+            )
+        except ClusterLost as lost:
+            lost.reached_cluster = False  # it died while catching up: the query was never sent
+            failure: ClusterLost | None = lost
+        except SparkfleetError as error:  # the session could not be brought up to date there
+            self.r.operations.finished(op, "failed", cluster.runtime.name, error.error_class, str(error))
+            raise
+        else:
+            failure = None
+        if failure is None:
+            try:
+                async for message in self._relay(call, op, routed, cluster, reattachable):
+                    yield message
+                return
+            except ClusterLost as lost:
+                failure = lost
+        async for message in self.retry_after_loss(op, routed, failure, attempt):
+            yield message
+
+    async def retry_after_loss(
+        self, op: Operation, routed: Routed, lost: ClusterLost, attempt: int
+    ) -> AsyncIterator[bytes]:
+        """Re-run ``op`` on another cluster if ``policy/recovery.py`` allows it after ``lost``.
+
+        ``attempt`` counts the attempt that was lost. When the query is not re-run, its record is
+        settled as failed and ClusterLost is raised with the reason.
+        """
+        cluster = self.r.fleet.get(lost.cluster_id)
+        runtime = cluster.runtime.name if cluster is not None else ""
+        # The fleet may not know yet that the cluster died: never place this query back on it.
+        avoid = frozenset({lost.cluster_id})
+        try:
+            target_exists = await self._target_exists(op, routed, avoid)
+        except SparkfleetError as error:  # e.g. no cluster left to ask: the query ends here
+            self.r.operations.finished(op, "failed", runtime, lost.error_class, f"{lost.message} {error}")
+            raise
+        decision = decide_retry(
+            op.intent,
+            FailureFacts(
+                cluster_id=lost.cluster_id,
+                sent=lost.reached_cluster,
+                responses_forwarded=op.responses_forwarded,
+                attempts=attempt,
+                target_exists=target_exists,
+            ),
+        )
+        if not isinstance(decision, Retry):
+            self.r.operations.finished(op, "failed", runtime, lost.error_class, lost.message, reason=decision.reason)
+            raise ClusterLost(f"{lost.message} The query was {decision.reason}.", lost.cluster_id) from None
+        self.r.operations.attempt_failed(op, runtime, "cluster lost", lost.error_class, decision.reason)
+        log.info("operation %s: %s", op.id, decision.reason)
+        try:
+            next_cluster, reason = await self.r.place(routed.session, op.request, avoid)
+        except SparkfleetError as error:
+            self.r.operations.finished(op, "failed", runtime, lost.error_class, f"{lost.message} {error}")
+            raise
+        self.r.operations.moved(op, next_cluster.id, reason)
+        async for message in self.run(op, routed, next_cluster, reattachable=True, attempt=attempt + 1):
+            yield message
+
+    async def _target_exists(self, op: Operation, routed: Routed, avoid: frozenset[str]) -> bool | None:
+        """Whether the target a write must find absent exists now; None if unknown or there is none."""
+        intent = op.intent
+        if intent.needs_absent_target and intent.target_kind == "path":
+            return local_path_exists(intent.target)
+        if not (intent.needs_absent_target and intent.target_kind == "table" and intent.target):
+            return None
+        # The lost cluster can no longer commit (its JVM is gone): ask a healthy one.
+        healthy, _ = await self.r.place(routed.session, op.request, avoid)
+        try:
+            await self.replay.catch_up(routed.session, healthy, routed.metadata)
+            exists = await table_exists(self.r, routed.session, healthy, routed.metadata, intent.target)
+        except SparkfleetError:
+            return None
+        if exists is False and self.warehouse is not None:
+            # Not in the catalog, but the failed attempt may have left files at the table's
+            # location, which would make the re-run fail: only uncommitted output is removed.
+            location = managed_table_location(self.warehouse, intent.target, _current_database(routed.session))
+            if location is None or not clear_uncommitted_location(location):
+                return None
+        return exists
