@@ -6,7 +6,6 @@ import pytest
 from pyspark.errors import AnalysisException
 
 
-
 def _clusters_used(proc, spark) -> set[str]:
     return {q["cluster_id"] for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=1000")}
 
@@ -22,6 +21,13 @@ def test_state_follows_a_session_across_clusters(alternating_pool, alternating_s
         rows = spark.sql("select plus_one(id) as p from evens order by id").collect()
         assert [r.p for r in rows] == [1, 3, 5]
     assert len(_clusters_used(alternating_pool, spark)) == 2
+
+
+def test_shared_catalog_describes_default_like_a_spark_server(alternating_session):
+    # Hive names it "Default Hive database"; a Spark Connect server's own catalog does not.
+    spark = alternating_session
+    for _ in range(2):
+        assert spark.catalog.getDatabase("default").description == "default database"
 
 
 def test_drops_and_unsets_reach_every_cluster(alternating_pool, alternating_session):

@@ -5,6 +5,10 @@ per cluster, a table written through one cluster would be missing on the next, a
 lost cluster. The local pool therefore runs one Hive metastore (from the runtime's own jars,
 Derby-backed, under ``data_dir/catalog``) and every cluster uses it, with one warehouse
 directory under ``data_dir/warehouse``. Tables survive lost clusters and restarts of sparkfleet.
+
+Hive creates the ``default`` database described as "Default Hive database"; a Spark Connect server
+with its own catalog says "default database". A new catalog is started once, stopped, given Spark's
+description with Derby's own SQL tool, and started again, so clients see what a server shows them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from sparkfleet.fleet.runtimes import Runtime
 _METASTORE_CLASS = "org.apache.hadoop.hive.metastore.HiveMetaStore"
 _HEAP_MB = 384
 _NAME = "catalog"
+_DERBY_TOOL = "org.apache.derby.tools.ij"
+# What Spark's own catalog calls its default database (SessionCatalog), in Derby SQL.
+_DESCRIBE_DEFAULT_DATABASE = "UPDATE APP.DBS SET \"DESC\" = 'default database' WHERE NAME = 'default';\n"
 
 
 def _hive_site(metastore_db: Path, warehouse: Path) -> str:
@@ -89,8 +96,15 @@ class SharedCatalog:
             raise EnvironmentProblem("'java' is not on PATH; the shared catalog needs it")
         self._dir.mkdir(parents=True, exist_ok=True)
         self.warehouse.mkdir(parents=True, exist_ok=True)
-        (self._dir / "hive-site.xml").write_text(_hive_site(self._dir / "metastore_db", self.warehouse))
+        metastore_db = self._dir / "metastore_db"
+        new_catalog = not metastore_db.exists()
+        (self._dir / "hive-site.xml").write_text(_hive_site(metastore_db, self.warehouse))
         await self._launch(java, progress)
+        if new_catalog:
+            # The service creates the default database before it listens; Derby allows one process.
+            await self._terminate()
+            await self._describe_default_database(java, metastore_db, progress)
+            await self._launch(java, progress)
         self._watcher = asyncio.get_running_loop().create_task(self._watch(java, progress))
 
     async def _launch(self, java: str, progress: ProgressCallback | None) -> None:
@@ -118,6 +132,25 @@ class SharedCatalog:
             ) from None
         if progress:
             progress(_NAME, f"shared catalog ready at {self.uri}, warehouse {self.warehouse}")
+
+    async def _describe_default_database(self, java: str, metastore_db: Path, progress: ProgressCallback | None) -> None:
+        """Give ``default`` Spark's description; a failure only leaves Hive's wording, so it is reported, not raised."""
+        jars = self._runtime.spark_home / "jars"
+        classpath = os.pathsep.join(str(jar) for jar in sorted(jars.glob("derby*.jar")))
+        script = self._dir / "describe_default_database.sql"
+        script.write_text(_DESCRIBE_DEFAULT_DATABASE)
+        tool = await asyncio.create_subprocess_exec(
+            java, f"-Dij.database=jdbc:derby:{metastore_db}", f"-Dderby.stream.error.file={self._dir / 'derby.log'}",
+            "-cp", classpath, _DERBY_TOOL, str(script),
+            cwd=self._dir, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await tool.communicate()
+        text = output.decode(errors="replace")
+        if tool.returncode != 0 or "1 row inserted/updated/deleted" not in text:
+            if progress:
+                last = text.strip().splitlines()[-1:] or [f"exit status {tool.returncode}"]
+                progress(_NAME, f"could not set the default database's description ({last[0]}); it reads Hive's")
 
     async def _until_listening(self) -> None:
         assert self._process is not None
@@ -148,6 +181,12 @@ class SharedCatalog:
 
     async def stop(self) -> None:
         self._stopping = True
+        await self._terminate()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
+    async def _terminate(self) -> None:
         process = self._process
         if process is not None and process.returncode is None:
             signal_process_group(process.pid, signal.SIGTERM)
@@ -156,7 +195,4 @@ class SharedCatalog:
             except asyncio.TimeoutError:
                 signal_process_group(process.pid, signal.SIGKILL)
                 await process.wait()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
 
