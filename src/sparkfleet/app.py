@@ -23,11 +23,17 @@ from sparkfleet.fleet.provisioners.local import LocalProvisioner, ProgressCallba
 from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_runtime
 from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.forwarding import Backends
-from sparkfleet.gateway.operations import OperationRegistry
+from sparkfleet.gateway.assessment import build_assessor
+from sparkfleet.gateway.operations import Operation, OperationRegistry
 from sparkfleet.gateway.routing import Router
 from sparkfleet.gateway.server import bind_grpc_server, build_handler
+from sparkfleet.policy.placement import PlacementSettings as PlacementPolicySettings
 from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.sessions import SessionRegistry
+from sparkfleet.gateway.watchdog import Watchdog
+from sparkfleet.gateway.workloads import WorkloadObserver
+from sparkfleet.policy.watchdog import WatchdogSettings
+from sparkfleet.store.history import WorkloadRun
 from sparkfleet.store import Database
 
 log = logging.getLogger(__name__)
@@ -106,17 +112,74 @@ class Sparkfleet:
         self.metrics.sessions.set_function(self.sessions.open_count)
         operations = OperationRegistry(self.db, self.clock)
         self._backends = Backends(self.fleet)
-        router = Router(
-            self.fleet, self.sessions, operations, self._backends, s.pool.placement, s.gateway.capacity_wait_s, self.clock
+        placement = s.placement
+        self.router = router = Router(
+            self.fleet, self.sessions, operations, self._backends, s.pool.placement, s.gateway.capacity_wait_s,
+            self.clock,
+            PlacementPolicySettings(
+                interactive_reserve_clusters=placement.interactive_reserve_clusters,
+                batch_per_cluster=placement.batch_per_cluster,
+                interactive_per_core=placement.interactive_per_core,
+                memory_fraction=placement.memory_fraction,
+                stale_after_s=placement.stale_after_s,
+            ),
+            s.gateway.max_queued,
+            s.gateway.queue_wait_s,
         )
-        service = SparkConnectService(router, artifacts, self.catalog.warehouse if self.catalog else None)
+        operations.on_finished(lambda op: router.release(op.cluster_id, op.id))
+        self.metrics.queued.set_function(lambda: len(router.admission.waiting()))
+        router.admission.on_wait(operations.note_waiting)
+        operations.on_placed(self._count_placement)
+        self.workloads = WorkloadObserver(self.db, self.fleet, self.clock, placement.load_poll_s)
+        self.workloads.on_load_change(router.admission.changed)
+        operations.on_finished(self._record_workload_run)
+        self.assessor = build_assessor(self.workloads.observed, self.catalog.warehouse if self.catalog else None, self.clock)
+        self.watchdog = Watchdog(
+            router, self.assessor,
+            WatchdogSettings(placement.interactive_budget_s, placement.runaway_factor, placement.runaway_min_s),
+            on_action=lambda action: self.metrics.watchdog_actions.labels(action).inc(),
+        )
+        service = SparkConnectService(
+            router, artifacts, self.catalog.warehouse if self.catalog else None, self.assessor
+        )
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.
         self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port)
         await self._start_admin()
         # Clients may connect while the pool starts: their requests wait for a ready cluster.
         await self._grpc.start()
+        self.workloads.start()
+        self.watchdog.start()
         await asyncio.gather(*([self.catalog.start(self._progress)] if self.catalog else []), self.fleet.start())
+
+    def _count_placement(self, op: Operation) -> None:
+        traits = op.traits
+        if traits is not None and traits.runs_job:
+            cost = traits.estimate.cost_class.value if traits.estimate is not None else "unknown"
+            self.metrics.placements.labels(traits.profile.value, cost).inc()
+
+    def _record_workload_run(self, op: Operation) -> None:
+        traits = op.traits
+        if traits is None or not traits.fingerprint:
+            return
+        cluster = self.fleet.get(op.cluster_id)
+        estimate = traits.estimate
+        self.workloads.query_finished(
+            cluster,
+            WorkloadRun(
+                fingerprint=traits.fingerprint,
+                query_id=op.id,
+                cluster_id=op.cluster_id or None,
+                size_class=cluster.size.name if cluster else None,
+                runtime=cluster.runtime.name if cluster else None,
+                outcome=op.attempts[-1]["outcome"] if op.attempts else "unknown",
+                recorded_at=self.clock.now(),
+                duration_ms=(self.clock.monotonic() - op.started_mono) * 1000.0 if op.started_mono else None,
+                estimated_class=estimate.cost_class.value if estimate else None,
+                estimated_core_seconds=estimate.core_seconds if estimate else None,
+            ),
+            op.session_key[1],
+        )
 
     async def _start_admin(self) -> None:
         s = self.settings.admin
@@ -141,6 +204,10 @@ class Sparkfleet:
         if self._grpc is not None:
             await self._grpc.stop(self.settings.gateway.shutdown_grace_s)
             self._grpc = None
+        if getattr(self, "watchdog", None) is not None:
+            await self.watchdog.stop()
+        if getattr(self, "workloads", None) is not None:
+            await self.workloads.stop()
         if hasattr(self, "fleet"):
             await self.fleet.shutdown()
         if self.catalog is not None:

@@ -137,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     compat.add_argument("--modules", help="comma-separated pyspark.sql.connect modules (default: all)")
     compat.add_argument("--jobs", type=int, default=2, help="doctest modules run at once")
     compat.add_argument(
-        "--placement", choices=("sticky", "alternate"), default="sticky",
-        help="gateway side: one cluster (sticky, default) or two with every request of a session "
+        "--placement", choices=("workload", "alternate"), default="workload",
+        help="gateway side: one cluster (workload placement, default) or two with every request of a session "
              "moved to the other one (alternate)",
     )
     compat.add_argument("--timeout", type=float, default=2700, help="seconds one module may run (default 2700)")

@@ -49,6 +49,32 @@ class GatewaySettings(_Strict):
     # Seconds a request waits for a ready cluster (while the pool starts, or replaces lost
     # clusters) before the client is told to retry later.
     capacity_wait_s: float = Field(default=120.0, ge=0)
+    # Queries waiting for a cluster that admits them, at most (beyond: RESOURCE_EXHAUSTED, retry).
+    max_queued: int = Field(default=1000, ge=0)
+    # Seconds a query may wait in that queue before the client is told to retry later.
+    queue_wait_s: float = Field(default=3600.0, ge=0)
+
+
+class PlacementSettings(_Strict):
+    """Workload-aware placement (policy/placement.py) and the runaway-query watchdog."""
+
+    # Ready clusters kept free of batch work while the pool has more clusters than this.
+    interactive_reserve_clusters: int = Field(default=1, ge=0)
+    # Concurrent batch queries per cluster.
+    batch_per_cluster: int = Field(default=1, ge=1)
+    # Concurrent interactive queries per core before a cluster counts as full.
+    interactive_per_core: int = Field(default=4, ge=1)
+    # Share of a cluster's heap its queries' estimated execution memory may add up to.
+    memory_fraction: float = Field(default=0.6, gt=0, le=1)
+    # A cluster load reading older than this is unknown, not idle (seconds).
+    stale_after_s: float = Field(default=5.0, gt=0)
+    # How often each cluster's Spark REST API is read for its load (seconds).
+    load_poll_s: float = Field(default=1.0, gt=0)
+    # Watchdog: an interactive query still running after this many seconds makes its workload batch.
+    interactive_budget_s: float = Field(default=30.0, gt=0)
+    # Watchdog: a query this many times slower than expected (after runaway_min_s) is a runaway.
+    runaway_factor: float = Field(default=10.0, gt=1)
+    runaway_min_s: float = Field(default=10.0, ge=0)
 
 
 class AdminSettings(_Strict):
@@ -64,10 +90,12 @@ class PoolSettings(_Strict):
     clusters: list[str] = Field(default_factory=lambda: ["M"])
     # Extra Spark confs for every cluster of the pool (server-wide confs such as reattach limits).
     spark_conf: dict[str, str] = Field(default_factory=dict)
-    # How a session's requests are placed: "sticky" keeps a session on one cluster while it is
-    # ready; "alternate" moves every request to the next cluster (a test setting that proves any
-    # query of a session runs on any cluster).
-    placement: str = Field(default="sticky", pattern="^(sticky|alternate)$")
+    # How queries are placed: "workload" (default) decides per query from its estimated size, its
+    # latency profile and the clusters' load (policy/placement.py); "session-affinity" pins each
+    # session to one cluster, spread round robin (what a plain Spark Connect proxy does; a
+    # baseline for benchmarks); "alternate" moves every request of a session to the next cluster
+    # (a test setting that proves any query of a session runs on any cluster).
+    placement: str = Field(default="workload", pattern="^(workload|session-affinity|alternate)$")
     # "shared": one catalog (a Hive metastore service) and one warehouse for the whole pool, so
     # permanent tables are the same on every cluster and outlive them. "per-cluster": each
     # cluster keeps its own in-memory catalog (tables live and die with their cluster).
@@ -82,6 +110,7 @@ class Settings(_Strict):
     gateway: GatewaySettings = GatewaySettings()
     admin: AdminSettings = AdminSettings()
     pool: PoolSettings = PoolSettings()
+    placement: PlacementSettings = PlacementSettings()
     sizes: dict[str, SizeClassSettings] = Field(default_factory=default_sizes)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
 

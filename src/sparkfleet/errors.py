@@ -113,3 +113,17 @@ class InvalidHandle(RequestError):
     def __init__(self, message: str, error_class: str) -> None:
         super().__init__(message)
         self.error_class = error_class
+
+
+class InvalidArgument(RequestError):
+    """A value the user gave (e.g. a ``sparkfleet.*`` conf) is not one sparkfleet accepts."""
+
+    error_class = "SPARKFLEET.INVALID_ARGUMENT"
+
+
+class QueryCancelled(SparkfleetError):
+    """The gateway stopped a query: interrupted while queued, or over the session's time limit."""
+
+    error_class = "SPARKFLEET.QUERY_CANCELLED"
+    grpc_code = grpc.StatusCode.INTERNAL
+    sql_state = "57014"  # query canceled (SQL standard)

@@ -139,3 +139,30 @@ def test_a_cached_table_keeps_the_session_where_it_is_cached(alternating_pool, a
         assert all("cached table" in q["placement_reason"] for q in latest)
     finally:
         spark.sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def test_refreshing_a_cached_table_lists_its_files_again(alternating_pool, alternating_session, tag, tmp_path):
+    # pyspark's Catalog.refreshTable doctest. Clusters keep no table relation cache (shared
+    # catalog), so Spark re-caches the table with the file listing taken when it was cached; the
+    # gateway refreshes the table's path after REFRESH TABLE, as a single Spark server would.
+    spark = alternating_session
+    table = f"refreshed_{tag}"
+    location = tmp_path / "data"
+    location.mkdir()
+    try:
+        spark.sql(f"CREATE TABLE {table} (col STRING) USING TEXT LOCATION '{location}'")
+        spark.sql(f"INSERT INTO {table} SELECT 'abc'")
+        spark.catalog.cacheTable(table)
+        assert spark.table(table).count() == 1
+        for data_file in location.iterdir():
+            data_file.unlink()
+        assert spark.table(table).count() == 1  # from the cache
+        spark.catalog.refreshTable(table)
+        assert spark.table(table).count() == 0
+        spark.sql(f"INSERT INTO {table} SELECT 'def'")
+        spark.sql(f"REFRESH TABLE {table}")
+        assert spark.table(table).count() == 1
+        holder = _records(alternating_pool, spark)[0]["cluster_id"]
+        assert all(q["cluster_id"] == holder for q in _records(alternating_pool, spark)[:6])
+    finally:
+        spark.sql(f"DROP TABLE IF EXISTS {table}")

@@ -159,6 +159,7 @@ def test_records_reach_the_store(registry: SessionRegistry, db: Database, clock:
             "home_cluster_id": None,
             "created_at": clock.now(),
             "last_active_at": clock.now(),
+            "options": "{}",
         }
     }
     session.home_cluster_id = "c-1"

@@ -22,7 +22,7 @@ LATEST = max(
     for entry in resources.files("sparkfleet.store.migrations").iterdir()
     if entry.name.endswith(".sql")
 )
-TABLES = {"clusters", "cluster_events", "sessions", "queries", "journal"}
+TABLES = {"clusters", "cluster_events", "sessions", "queries", "journal", "workload_runs"}
 
 
 def _user_version(path: Path) -> int:

@@ -54,7 +54,25 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
             cluster = live.get(row["id"])
             row["running_queries"] = cluster.running_queries if cluster else 0
             row["sessions"] = len(cluster.sessions) if cluster else 0
+            # What placement sees: the work it reserved there, and Spark's latest load reading.
+            row["work"] = [
+                {"query_id": w.query_id, "profile": w.profile.value, "core_seconds": w.core_seconds,
+                 "memory_bytes": w.memory_bytes}
+                for w in (cluster.work.values() if cluster else ())
+            ]
+            load = cluster.load if cluster else None
+            row["load"] = None if load is None else {
+                "age_s": round(app.clock.monotonic() - load.observed_at, 3),
+                "active_tasks": load.active_tasks, "task_slots": load.task_slots,
+                "heap_used_bytes": load.heap_used_bytes, "heap_max_bytes": load.heap_max_bytes,
+            }
         return JSONResponse(rows)
+
+    async def queue(request: Request) -> JSONResponse:
+        """Queries waiting for a cluster, in the order they will be placed, with why they wait."""
+        return JSONResponse(
+            [{"query_id": q, "position": n, "reason": reason} for q, n, reason in app.router.admission.waiting()]
+        )
 
     async def sessions(request: Request) -> JSONResponse:
         return JSONResponse(list_sessions(app.db, _limit(request, 1000)))
@@ -89,6 +107,7 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
             Route("/api/clusters", clusters),
             Route("/api/sessions", sessions),
             Route("/api/queries", queries),
+            Route("/api/queue", queue),
             Route("/api/runtimes", runtimes),
             Route("/metrics", metrics),
         ],

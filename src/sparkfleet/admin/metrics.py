@@ -56,6 +56,16 @@ class Metrics:
             "sparkfleet_response_bytes", "Bytes of responses forwarded to clients", registry=self.registry,
         )
         self.sessions = Gauge("sparkfleet_sessions", "Open client sessions", registry=self.registry)
+        self.queued = Gauge(
+            "sparkfleet_queued_queries", "Queries waiting for a cluster that admits them", registry=self.registry
+        )
+        self.placements = Counter(
+            "sparkfleet_placements", "ExecutePlan operations placed on a cluster, by latency profile and "
+            "estimated cost class", ["profile", "cost_class"], registry=self.registry,
+        )
+        self.watchdog_actions = Counter(
+            "sparkfleet_watchdog_actions", "Runaway queries acted on, by action", ["action"], registry=self.registry,
+        )
 
     def watch_fleet(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
         self.registry.register(_FleetCollector(clusters))

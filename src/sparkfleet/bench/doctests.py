@@ -4,7 +4,7 @@ Every ``pyspark.sql.connect.*`` module of the installed wheel that has a ``_test
 own child process (``python -m sparkfleet.bench.doctest_recorder <module>``, which is
 ``python -m <module>`` plus a per-example record) against ``SPARK_CONNECT_TESTING_REMOTE``: once
 against a Spark Connect server started directly, then, after that server is stopped, through a
-fresh ``sparkfleet up``. With ``--placement sticky`` (the default) the gateway has one cluster of
+fresh ``sparkfleet up``. With ``--placement workload`` (the default) the gateway has one cluster of
 the same size; with ``--placement alternate`` it has two and moves every request of a session to
 the other one, so each doctest's session state must follow it across clusters. Examples are
 identified by (module, doctest name, line in the docstring); an *extra failure* is one that passed
@@ -225,7 +225,7 @@ def run_target(
 # Every Spark Connect server of both targets has the same size (so output that depends on the
 # number of partitions matches): the direct one, and each cluster of the gateway's pool.
 _CORES, _MEMORY_MB = 2, 2048
-PLACEMENTS = {"sticky": 1, "alternate": 2}  # placement -> clusters in the gateway's pool
+PLACEMENTS = {"workload": 1, "alternate": 2}  # placement -> clusters in the gateway's pool
 _QUERY_RECORDS = 10_000  # the admin API's largest page: the spread is of the newest records
 
 
@@ -309,7 +309,7 @@ def _describe_spread(spread: PlacementSpread) -> str:
 
 
 def print_report(out: Console, modules: list[DoctestModule], direct: TargetRun, gateway: TargetRun,
-                 extra: list[ExtraFailure], placement: str = "sticky", spread: PlacementSpread | None = None) -> None:
+                 extra: list[ExtraFailure], placement: str = "workload", spread: PlacementSpread | None = None) -> None:
     pool = PLACEMENTS[placement]
     title = f"gateway placement {placement}, {pool} cluster{'s' if pool > 1 else ''}"
     table = Table(title=f"pyspark Spark Connect doctests: direct vs through the gateway ({title})")
@@ -363,7 +363,7 @@ def print_report(out: Console, modules: list[DoctestModule], direct: TargetRun, 
 
 
 def _write_summary(path: Path, direct: TargetRun, gateway: TargetRun, extra: list[ExtraFailure],
-                   placement: str = "sticky", spread: PlacementSpread | None = None) -> None:
+                   placement: str = "workload", spread: PlacementSpread | None = None) -> None:
     def target_json(target: TargetRun) -> dict:
         return {
             "attempted": target.attempted, "passed": target.passed, "failed": target.failed,
@@ -405,7 +405,7 @@ def _write_summary(path: Path, direct: TargetRun, gateway: TargetRun, extra: lis
 def run_compat(args: argparse.Namespace) -> int:
     modules = select_modules(discover_modules(), getattr(args, "modules", None))
     jobs = max(1, int(getattr(args, "jobs", None) or 2))
-    placement = getattr(args, "placement", None) or "sticky"
+    placement = getattr(args, "placement", None) or "workload"
     if placement not in PLACEMENTS:
         raise SystemExit(f"sparkfleet compat: unknown placement {placement!r}; known: {', '.join(PLACEMENTS)}")
     timeout_s = float(getattr(args, "timeout", None) or DEFAULT_TIMEOUT_S)

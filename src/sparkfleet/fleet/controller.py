@@ -22,6 +22,8 @@ from sparkfleet.fleet.model import (
     ClusterState,
     ClusterView,
     FleetSnapshot,
+    LoadReading,
+    RunningWork,
     SizeClass,
     check_transition,
 )
@@ -44,9 +46,16 @@ class Cluster:
     created_at: float
     state: ClusterState = ClusterState.STARTING
     handle: LocalCluster | None = None
-    running_queries: int = 0
+    # Queries placed here and not finished (reserved at placement, released when the attempt ends).
+    work: dict[str, RunningWork] = field(default_factory=dict)
+    # The latest reading of the cluster's Spark REST API (fleet/monitor.py), if any.
+    load: LoadReading | None = None
     sessions: set[str] = field(default_factory=set)
     lost_reason: str = ""
+
+    @property
+    def running_queries(self) -> int:
+        return len(self.work)
 
     @property
     def address(self) -> str | None:
@@ -64,6 +73,8 @@ class Cluster:
             state=self.state,
             running_queries=self.running_queries,
             sessions=len(self.sessions),
+            work=tuple(self.work.values()),
+            load=self.load,
         )
 
     def describe(self) -> str:

@@ -65,6 +65,35 @@ def check_transition(cluster_id: str, old: ClusterState, new: ClusterState) -> s
     return reason
 
 
+class Profile(str, enum.Enum):
+    """A query's latency profile: who waits for it, and how."""
+
+    INTERACTIVE = "interactive"  # a person waits: latency matters more than throughput
+    BATCH = "batch"  # a pipeline waits: throughput matters, seconds of delay do not
+
+
+@dataclass(frozen=True, slots=True)
+class RunningWork:
+    """A query placed on a cluster and not yet finished, as the gateway accounts for it."""
+
+    query_id: str
+    profile: Profile
+    core_seconds: float  # its estimate
+    memory_bytes: int  # its estimated peak execution memory
+    started_at: float  # monotonic seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReading:
+    """What a cluster's Spark reported about itself, and when (monotonic seconds)."""
+
+    observed_at: float
+    active_tasks: int
+    task_slots: int
+    heap_used_bytes: int | None = None
+    heap_max_bytes: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterView:
     """What policies see of a cluster: an immutable snapshot."""
@@ -75,6 +104,10 @@ class ClusterView:
     state: ClusterState
     running_queries: int
     sessions: int
+    # The queries the gateway placed there (running, or catching up to run).
+    work: tuple[RunningWork, ...] = ()
+    # The latest reading of its Spark REST API; None when none was ever taken.
+    load: LoadReading | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,10 @@ from typing import Any, AsyncIterator, Callable
 
 from sparkfleet.errors import ClusterLost, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
+from sparkfleet.gateway.assessment import current_database
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.replay import Replayer
 from sparkfleet.gateway.routing import RPCS, Routed, Router
-from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.targets import (
     clear_uncommitted_location,
     local_path_exists,
@@ -37,14 +37,6 @@ _EXEC = RPCS["ExecutePlan"]
 # the stream is reattachable) and settles the operation when it is final. A lost cluster must be
 # raised as ClusterLost with the operation still open, so that the runner can decide on a retry.
 RelayStream = Callable[[Any, Operation, Routed, Cluster, bool], AsyncIterator[bytes]]
-
-
-def _current_database(session: VirtualSession) -> str:
-    """The session's current database, if it never ran USE; else "" (not known here)."""
-    journal = session.journal
-    if journal is not None and any(e.key == "current:namespace" for e in journal.entries):
-        return ""
-    return "default"
 
 
 class AttemptRunner:
@@ -119,12 +111,14 @@ class AttemptRunner:
             raise ClusterLost(f"{lost.message} The query was {decision.reason}.", lost.cluster_id) from None
         self.r.operations.attempt_failed(op, runtime, "cluster lost", lost.error_class, decision.reason)
         log.info("operation %s: %s", op.id, decision.reason)
+        if cluster is not None:
+            self.r.release(cluster.id, op.id)
         try:
-            next_cluster, reason = await self.r.place(routed.session, op.request, avoid)
+            next_cluster, reason = await self.r.place(routed.session, op.request, avoid, op.traits, op.id)
         except SparkfleetError as error:
             self.r.operations.finished(op, "failed", runtime, lost.error_class, f"{lost.message} {error}")
             raise
-        self.r.operations.moved(op, next_cluster.id, reason)
+        self.r.operations.placed(op, next_cluster.id, next_cluster.runtime.name, reason)
         async for message in self.run(op, routed, next_cluster, reattachable=True, attempt=attempt + 1):
             yield message
 
@@ -145,7 +139,7 @@ class AttemptRunner:
         if exists is False and self.warehouse is not None:
             # Not in the catalog, but the failed attempt may have left files at the table's
             # location, which would make the re-run fail: only uncommitted output is removed.
-            location = managed_table_location(self.warehouse, intent.target, _current_database(routed.session))
+            location = managed_table_location(self.warehouse, intent.target, current_database(routed.session))
             if location is None or not clear_uncommitted_location(location):
                 return None
         return exists

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from sparkfleet.clock import Clock
 from sparkfleet.store import Database
@@ -61,6 +61,13 @@ class Operation:
     request: bytes = b""
     # What the query does to the outside world (plan/writes.py): decides whether it may be re-run.
     intent: Any = None
+    # What placement knew of it (gateway/admission.QueryTraits): fingerprint, profile, estimate.
+    traits: Any = None
+    # Monotonic time its current attempt started running on a cluster (None while queued).
+    started_mono: float | None = None
+    # Set when the gateway itself stops the query (watchdog): the error the client gets instead.
+    cancel_reason: str = ""
+    reclassified: bool = False
 
 
 class OperationRegistry:
@@ -71,6 +78,12 @@ class OperationRegistry:
         self._error_owners: BoundedMap[str, str] = BoundedMap(capacity)
         # Operations not settled yet: a reattachable one outlives the stream that started it.
         self._active: dict[tuple[str, str, str], Operation] = {}
+        self._finished_listeners: list[Callable[[Operation], None]] = []
+        self._placed_listeners: list[Callable[[Operation], None]] = []
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
 
     # ---- ownership ---------------------------------------------------------------------------
 
@@ -101,15 +114,14 @@ class OperationRegistry:
         self,
         operation_id: str,
         session_key: tuple[str, str],
-        cluster_id: str,
-        runtime: str,
         kind: str,
-        placement_reason: str,
         intent: str = "",
+        traits: Any = None,
     ) -> Operation:
-        op = Operation(operation_id, session_key, cluster_id, kind, self._clock.monotonic())
-        self.set_owner(session_key, operation_id, cluster_id)
+        """A new ExecutePlan, recorded as queued until :meth:`placed`."""
+        op = Operation(operation_id, session_key, "", kind, self._clock.monotonic(), traits=traits)
         self._active[(*session_key, operation_id)] = op
+        estimate = getattr(traits, "estimate", None)
         record_query_start(
             self._db,
             {
@@ -117,15 +129,44 @@ class OperationRegistry:
                 "session_id": session_key[1],
                 "user_id": session_key[0],
                 "kind": kind,
-                "cluster_id": cluster_id,
-                "runtime": runtime,
-                "state": "running",
-                "placement_reason": placement_reason,
+                "state": "queued",
                 "intent": intent,
+                "fingerprint": getattr(traits, "fingerprint", None) or None,
+                "profile": traits.profile.value if traits is not None else None,
+                "estimate": estimate.describe() if estimate is not None else None,
                 "submitted_at": self._clock.now(),
             },
         )
         return op
+
+    def placed(self, op: Operation, cluster_id: str, runtime: str, placement_reason: str) -> None:
+        """The operation runs on ``cluster_id`` from now on (its first attempt, or a retry)."""
+        op.cluster_id = cluster_id
+        op.started_mono = self._clock.monotonic()
+        self.set_owner(op.session_key, op.id, cluster_id)
+        record_query_end(
+            self._db, op.id,
+            {"state": "running", "cluster_id": cluster_id, "runtime": runtime, "placement_reason": placement_reason},
+        )
+        for listener in self._placed_listeners:
+            listener(op)
+
+    def on_placed(self, listener: Callable[[Operation], None]) -> None:
+        """Called each time an operation is placed (its first attempt and every retry)."""
+        self._placed_listeners.append(listener)
+
+    def on_finished(self, listener: Callable[[Operation], None]) -> None:
+        """Called once per operation when it is settled (any final state)."""
+        self._finished_listeners.append(listener)
+
+    def note(self, op: Operation, fields: dict[str, Any]) -> None:
+        """Update the stored record of a running operation (e.g. a watchdog decision)."""
+        record_query_end(self._db, op.id, fields)
+
+    def note_waiting(self, operation_id: str, reason: str) -> None:
+        """Why a queued operation waits, on its record (``placement_reason`` until it is placed)."""
+        if not operation_id.startswith("call-"):  # metadata calls have no record
+            record_query_end(self._db, operation_id, {"placement_reason": f"waiting: {reason}"})
 
     def attempt_failed(
         self, op: Operation, runtime: str, outcome: str, error_class: str | None, reason: str
@@ -135,12 +176,6 @@ class OperationRegistry:
             {"cluster_id": op.cluster_id, "runtime": runtime, "outcome": outcome, "error_class": error_class, "reason": reason}
         )
         record_query_end(self._db, op.id, {"attempts": op.attempts})
-
-    def moved(self, op: Operation, cluster_id: str, placement_reason: str) -> None:
-        """The operation's next attempt runs on ``cluster_id``."""
-        op.cluster_id = cluster_id
-        self.set_owner(op.session_key, op.id, cluster_id)
-        record_query_end(self._db, op.id, {"cluster_id": cluster_id, "placement_reason": placement_reason})
 
     def past_query(self, operation_id: str) -> dict[str, Any] | None:
         """The stored record of an operation this gateway no longer tracks (e.g. before a restart)."""
@@ -180,3 +215,5 @@ class OperationRegistry:
                 "attempts": op.attempts,
             },
         )
+        for listener in self._finished_listeners:
+            listener(op)

@@ -7,28 +7,27 @@ response carries the session's one stable id.
 
 from __future__ import annotations
 
-import asyncio
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from sparkfleet.clock import Clock, SystemClock
-from sparkfleet.errors import ClusterLost, MalformedMessage, NoCapacity
+from sparkfleet.errors import ClusterLost, MalformedMessage
 from sparkfleet.fleet.controller import Cluster, FleetController
-from sparkfleet.fleet.model import ClusterState
+from sparkfleet.fleet.model import ClusterState, Profile
+from sparkfleet.gateway.admission import Admission, QueryTraits
 from sparkfleet.gateway.forwarding import Backends, Metadata, forwarded_metadata, lost_cluster_error
 from sparkfleet.gateway.operations import OperationRegistry
 from sparkfleet.gateway.sessions import SessionRegistry, VirtualSession
 from sparkfleet.gateway.status import error_info_of
 from sparkfleet.plan.wire import Field, as_message, as_str, read_fields, replace_and_read, replace_string_field
-from sparkfleet.policy.placement import PlacementRequest, RunOn, place_query
+from sparkfleet.policy.placement import PlacementRequest, PlacementSettings
 
 SESSION_ID = 1
 USER_CONTEXT = 2
 _USER_ID = 1
-# After waiting in vain for capacity, when the client should try again.
-_CAPACITY_RETRY_DELAY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +78,19 @@ class Router:
         sessions: SessionRegistry,
         operations: OperationRegistry,
         backends: Backends,
-        placement_strategy: str = "sticky",
+        placement_strategy: str = "workload",
         capacity_wait_s: float = 120.0,
         clock: Clock | None = None,
+        placement: PlacementSettings | None = None,
+        max_queued: int = 1000,
+        queue_wait_s: float = 3600.0,
     ) -> None:
         self.placement_strategy = placement_strategy
-        # How long a request waits for a ready cluster (startup, all clusters lost) before the
-        # client is told to retry later.
-        self.capacity_wait_s = capacity_wait_s
-        self._fleet_changed = asyncio.Event()
-        self._clock_monotonic = (clock or SystemClock()).monotonic
-        fleet.on_state_change(self._on_fleet_change)
+        # Queries wait here for a cluster: while the pool starts or replaces lost clusters
+        # (``capacity_wait_s``), or while every cluster refuses them (``queue_wait_s``).
+        self.admission = Admission(
+            fleet, clock or SystemClock(), placement or PlacementSettings(), max_queued, capacity_wait_s, queue_wait_s
+        )
         self.fleet = fleet
         self.sessions = sessions
         self.operations = operations
@@ -116,37 +117,32 @@ class Router:
     # ---- placement ---------------------------------------------------------------------------
 
     async def place(
-        self, session: VirtualSession, request: bytes | memoryview = b"", avoid: frozenset[str] = frozenset()
+        self,
+        session: VirtualSession,
+        request: bytes | memoryview = b"",
+        avoid: frozenset[str] = frozenset(),
+        traits: QueryTraits | None = None,
+        query_id: str | None = None,
     ) -> tuple[Cluster, str]:
-        """The cluster for the session's next request, waiting a while for one to be ready.
+        """The cluster for the session's next request, waiting (queued) until one admits it.
 
         ``request`` is scanned for checkpointed DataFrames the session holds: a request that
-        reads one must run where it lives. ``avoid``: clusters the caller saw die.
+        reads one must run where it lives. ``avoid``: clusters the caller saw die. ``traits``:
+        what is known of an ExecutePlan (None for calls that run no job); its expected work is
+        reserved on the chosen cluster under ``query_id`` until :meth:`release`.
         """
         pinned, pin_reason = self._pin_for(session, request)
-        deadline = self._clock_monotonic() + self.capacity_wait_s
-        while True:
-            changed = self._fleet_changed
-            decision = place_query(
-                PlacementRequest(
-                    session.session_id, session.home_cluster_id, self.placement_strategy, pinned, pin_reason,
-                    avoid,
-                ),
-                self.fleet.snapshot(),
+
+        def make_request() -> PlacementRequest:
+            return PlacementRequest(
+                session.session_id, session.home_cluster_id, self.placement_strategy, pinned, pin_reason, avoid,
+                profile=traits.profile if traits else Profile.INTERACTIVE,
+                profile_reason=traits.profile_reason if traits else "",
+                estimate=traits.estimate if traits else None,
+                metadata_only=traits is None or not traits.runs_job,
             )
-            if isinstance(decision, RunOn):
-                break
-            remaining = deadline - self._clock_monotonic()
-            if remaining <= 0:
-                raise NoCapacity(
-                    f"no cluster can take this request: {decision.reason} after waiting "
-                    f"{self.capacity_wait_s:g}s; the client retries on its own",
-                    retry_delay_s=_CAPACITY_RETRY_DELAY_S,
-                )
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+
+        decision = await self.admission.admit(query_id or f"call-{uuid.uuid4()}", make_request, traits)
         cluster = self.fleet.get(decision.cluster_id)
         assert cluster is not None
         if session.home_cluster_id != cluster.id:
@@ -158,6 +154,10 @@ class Router:
             cluster.sessions.add(session.session_id)
             self.sessions.persist(session)
         return cluster, decision.reason
+
+    def release(self, cluster_id: str, query_id: str) -> None:
+        """The query's attempt on ``cluster_id`` is over: its reserved capacity goes to the next."""
+        self.admission.release(cluster_id, query_id)
 
     def _pin_for(self, session: VirtualSession, request: bytes | memoryview) -> tuple[str | None, str]:
         """Where non-replayable state this request needs lives, and what it is."""
@@ -184,10 +184,6 @@ class Router:
             # The pinned state died with its cluster; nothing holds the session any more.
             del session.pins[cluster_id]
         return None, ""
-
-    def _on_fleet_change(self, cluster: Cluster) -> None:
-        changed, self._fleet_changed = self._fleet_changed, asyncio.Event()
-        changed.set()
 
     async def owner_or_home(self, session: VirtualSession, owner_id: str | None, what: str) -> Cluster:
         """The cluster that owns ``what``; if it is gone, say so; if unknown, the session's home."""

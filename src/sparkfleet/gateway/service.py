@@ -9,23 +9,29 @@ a twin of the session and merge the answers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
+from google.protobuf.message import DecodeError
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.errors import ClusterLost, InvalidHandle, MalformedMessage, SparkfleetError
+from sparkfleet.errors import ClusterLost, InvalidHandle, MalformedMessage, QueryCancelled, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.fleet.model import ClusterState
 from sparkfleet.gateway.artifacts import ArtifactStore
+from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_started
+from sparkfleet.gateway.options import split_config
+from sparkfleet.gateway.queue_status import queued_status
 from sparkfleet.gateway.attempts import AttemptRunner
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.replay import Replayer
+from sparkfleet.gateway.refresh import TableRefresher
 from sparkfleet.plan.inspect import inspect_plan
 from sparkfleet.plan.state import Effect, Pin, ReleaseRelation, execute_plan_effects
 from sparkfleet.plan.writes import classify_execute_plan
@@ -60,7 +66,7 @@ _UNARY_ATTEMPTS = 3
 _REATTACH_OP_ID, _RELEASE_OP_ID, _RELEASE_ALL = 3, 3, 5
 # InterruptRequest / InterruptResponse
 _INTERRUPT_TYPE, _INTERRUPT_TAG, _INTERRUPT_OP_ID, _INTERRUPTED_IDS = 4, 5, 6, 2
-_INTERRUPT_OPERATION = 3
+_INTERRUPT_ALL, _INTERRUPT_OPERATION = 1, 3
 # FetchErrorDetailsRequest, CloneSessionResponse, ReleaseSessionRequest
 _ERROR_ID, _CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID, _ALLOW_RECONNECT = 3, 3, 4, 4
 
@@ -90,9 +96,19 @@ def _is_reattachable(request: bytes) -> bool:
 
 
 class SparkConnectService:
-    def __init__(self, router: Router, artifacts: ArtifactStore | None = None, warehouse: Path | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        artifacts: ArtifactStore | None = None,
+        warehouse: Path | None = None,
+        assessor: QueryAssessor | None = None,
+    ) -> None:
         self.r = router
+        # Fingerprint, estimate and latency profile of each ExecutePlan, for placement.
+        self.assessor = assessor or QueryAssessor()
         self.replay = Replayer(router, artifacts)
+        # REFRESH TABLE completed on clusters without a table relation cache (gateway/refresh.py).
+        self.refresher = TableRefresher(router)
         # ExecutePlan attempts, re-run elsewhere after a cluster loss when safe; ``warehouse`` is
         # the pool's shared warehouse, when it has one (see fleet/catalog.py).
         self.runner = AttemptRunner(router, self.replay, self._relay, warehouse)
@@ -116,15 +132,32 @@ class SparkConnectService:
             request = request + encode_string_field(_OPERATION_ID, operation_id)
         session = routed.session
         intent = classify_execute_plan(request)
-        cluster, reason = await self.r.place(session, request)
-        op = self.r.operations.started(
-            operation_id, session.key, cluster.id, cluster.runtime.name, shape.label, reason, intent.description
-        )
+        traits = self.assessor.assess(session, as_message(routed.fields[_PLAN], "plan"), intent)
+        if intent.kind == "session_state" or (shape.label == "sql_command" and intent.kind == "read"):
+            # SET, temp views, UDFs, variables, and spark.sql() of a query (which returns the
+            # relation its DataFrame then runs): Spark analyses them and runs no job.
+            traits = dataclasses.replace(traits, runs_job=False)
+        op = self.r.operations.started(operation_id, session.key, shape.label, intent.description, traits)
         op.request, op.intent = request, intent
         # Commands, and relations Spark runs eagerly (SQL text, spark.catalog calls), may change state.
         op.changes = execute_plan_effects(request)
-        async for message in self.runner.run(op, routed, cluster, _is_reattachable(request)):
-            yield message
+        clock = self.r.operations.clock
+        query_started(session, clock.monotonic())
+        try:
+            try:
+                cluster, reason = await self.r.place(session, request, traits=traits, query_id=operation_id)
+            except SparkfleetError as error:
+                state = "cancelled" if isinstance(error, QueryCancelled) else "failed"
+                self.r.operations.finished(op, state, "", error.error_class, error.message)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                self.r.operations.finished(op, "cancelled", "", reason="client disconnected while queued")
+                raise
+            self.r.operations.placed(op, cluster.id, cluster.runtime.name, reason)
+            async for message in self.runner.run(op, routed, cluster, _is_reattachable(request)):
+                yield message
+        finally:
+            query_ended(session, clock.monotonic(), op.response_bytes)
 
     async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         routed = self.r.resolve(_REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
@@ -184,7 +217,6 @@ class SparkConnectService:
         session = routed.session
         wanted = _COMPLETE_WANTED  # includes checkpoint results, whose relation id is remembered
         complete = False
-        cluster.running_queries += 1
         try:
             async for message in call:
                 out, found = self.r.to_client(_EXEC, message, session, cluster, wanted)
@@ -197,15 +229,26 @@ class SparkConnectService:
                     # Settle before the client sees the end: its next request may come at once,
                     # possibly on another cluster, and must find the journal up to date.
                     self._succeeded(op, session, cluster)
+                    await self.refresher.after_success(op, routed, cluster)
                 if op is not None and not _RESULT_FIELDS.isdisjoint(found):
                     op.responses_forwarded += 1
                 yield out
             if not complete and not reattachable:
                 self._succeeded(op, session, cluster)
+                await self.refresher.after_success(op, routed, cluster)
         except grpc.aio.AioRpcError as error:
             surfaced = await self.r.backend_failed(error, cluster, f"operation {op.id if op else '?'}")
             if isinstance(surfaced, ClusterLost):
                 raise surfaced from None
+            if op is not None and op.cancel_reason:
+                cancelled = QueryCancelled(
+                    f"operation {op.id} was cancelled by sparkfleet: {op.cancel_reason}. Unset or raise "
+                    "the limit (spark.conf.unset / spark.conf.set) to let it run longer."
+                )
+                self.r.operations.finished(
+                    op, "cancelled", cluster.runtime.name, cancelled.error_class, cancelled.message
+                )
+                raise cancelled from None
             if op is not None:
                 self.r.operations.finished(op, "failed", cluster.runtime.name, error_class_of(surfaced), error.details())
             raise surfaced from None
@@ -217,7 +260,6 @@ class SparkConnectService:
                 self.r.operations.finished(op, "cancelled", cluster.runtime.name, reason="client disconnected")
             raise
         finally:
-            cluster.running_queries -= 1
             call.cancel()
 
     def _remember_checkpoint(self, session: VirtualSession, cluster: Cluster, result: Field) -> None:
@@ -335,7 +377,18 @@ class SparkConnectService:
         return await self._forward_home("AnalyzePlan", request, context)
 
     async def config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward_home("Config", request, context)
+        """sparkfleet.* keys are the gateway's (gateway/options.py); the rest go to Spark."""
+        routed = self.r.resolve(RPCS["Config"], request, context)
+        session = routed.session
+        try:
+            split = split_config(request, session.options, session.session_id, session.server_side_session_id)
+        except DecodeError:
+            raise MalformedMessage("Config request is not a valid ConfigRequest") from None
+        if split.untouched:
+            return await self._forward_home("Config", request, context)
+        self.r.sessions.persist(session)
+        answer = await self._forward_home("Config", split.forward, context) if split.forward is not None else None
+        return split.answer(answer)
 
     async def artifact_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return await self._forward_home("ArtifactStatus", request, context)
@@ -397,6 +450,7 @@ class SparkConnectService:
         shape = RPCS["Interrupt"]
         routed = self.r.resolve(shape, request, context, frozenset({_INTERRUPT_TYPE, _INTERRUPT_OP_ID}))
         session = routed.session
+        stopped = self._interrupt_queued(session, routed)
         if routed.fields.get(_INTERRUPT_TYPE) and routed.fields[_INTERRUPT_TYPE].value == _INTERRUPT_OPERATION:
             operation_id = routed.text(_INTERRUPT_OP_ID)
             owner = self.r.fleet.get(self.r.operations.owner(session.key, operation_id) or "")
@@ -405,12 +459,27 @@ class SparkConnectService:
         else:
             targets = self.r.live_backends(session) or [(await self.r.place(session))[0]]
         responses = await asyncio.gather(*(self._unary(shape, request, routed, c) for c in targets))
-        interrupted = [as_str(f) for response in responses for f in read_repeated(response, _INTERRUPTED_IDS)]
+        interrupted = stopped + [as_str(f) for response in responses for f in read_repeated(response, _INTERRUPTED_IDS)]
         return (
             encode_string_field(1, session.session_id)
             + b"".join(encode_string_field(_INTERRUPTED_IDS, op_id) for op_id in interrupted)
             + encode_string_field(3, session.server_side_session_id)
         )
+
+    def _interrupt_queued(self, session: VirtualSession, routed: Routed) -> list[str]:
+        """Stop the session's operations still waiting for a cluster that the Interrupt names."""
+        kind = routed.fields[_INTERRUPT_TYPE].value if _INTERRUPT_TYPE in routed.fields else 0
+        stopped = []
+        for op in self.r.operations.running():
+            if op.session_key != session.key or self.r.admission.position(op.id) is None:
+                continue
+            if kind == _INTERRUPT_OPERATION and op.id != routed.text(_INTERRUPT_OP_ID):
+                continue
+            if kind not in (_INTERRUPT_ALL, _INTERRUPT_OPERATION):
+                continue  # tags are read by the cluster; a queued query has not reached one
+            if self.r.admission.cancel(op.id, "interrupted by the client"):
+                stopped.append(op.id)
+        return stopped
 
     async def get_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["GetStatus"]
@@ -419,10 +488,15 @@ class SparkConnectService:
         parsed = base_pb2.GetStatusRequest.FromString(request)
         wanted_ids = list(parsed.operation_status.operation_ids)
         requests: dict[str, tuple[Cluster, bytes]] = {}
+        queued = []
         if wanted_ids:
             by_cluster: dict[str, list[str]] = {}
             clusters: dict[str, Cluster] = {}
             for op_id in wanted_ids:
+                waiting = self.r.admission.position(op_id)
+                if waiting is not None and self.r.operations.active(session.key, op_id) is not None:
+                    queued.append(queued_status(op_id, *waiting))
+                    continue
                 owner = self.r.operations.owner(session.key, op_id)
                 try:
                     cluster = await self.r.owner_or_home(session, owner, f"operation {op_id}")
@@ -439,10 +513,15 @@ class SparkConnectService:
         else:
             for cluster in self.r.live_backends(session) or [(await self.r.place(session))[0]]:
                 requests[cluster.id] = (cluster, request)
+            for op in self.r.operations.running():
+                waiting = self.r.admission.position(op.id)
+                if op.session_key == session.key and waiting is not None:
+                    queued.append(queued_status(op.id, *waiting))
         merged = base_pb2.GetStatusResponse(
             session_id=session.session_id, server_side_session_id=session.server_side_session_id
         )
         answers = await asyncio.gather(*(self._unary(shape, body, routed, c) for c, body in requests.values()))
+        merged.operation_statuses.extend(queued)
         for answer in answers:
             part = base_pb2.GetStatusResponse.FromString(answer)
             merged.operation_statuses.extend(part.operation_statuses)

@@ -8,7 +8,9 @@ id, so requests carry the right observed id to each cluster and responses carry 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from sparkfleet.clock import Clock
@@ -52,6 +54,14 @@ class VirtualSession:
     pins: dict[str, str] = field(default_factory=dict)
     # ... and per checkpointed DataFrame (CachedRemoteRelation id), the cluster holding it.
     remote_relations: dict[str, str] = field(default_factory=dict)
+    # The session's sparkfleet.* confs (gateway/options.py): the user's knobs, never sent to Spark.
+    options: dict[str, str] = field(default_factory=dict)
+    # How the session behaves (for its latency profile): idle seconds before each recent query and
+    # the bytes each returned, newest last; and when its last query ended (monotonic seconds).
+    recent_gaps_s: deque[float] = field(default_factory=lambda: deque(maxlen=16))
+    recent_result_bytes: deque[int] = field(default_factory=lambda: deque(maxlen=16))
+    last_query_ended_at: float | None = None
+    queries_running: int = 0
     _written_activity_at: float = 0.0
 
     @property
@@ -162,6 +172,7 @@ class SessionRegistry:
             created_at=row["created_at"],
             last_active_at=row["last_active_at"],
             client_type=row["client_type"],
+            options=json.loads(row.get("options") or "{}"),
         )
         session.journal = SessionJournal.load(self._db, self._clock, user_id, session_id)
         self._sessions[session.key] = session
@@ -180,6 +191,7 @@ class SessionRegistry:
             last_active_at=now,
             client_type=source.client_type,
             home_cluster_id=cluster_id,
+            options=dict(source.options),
         )
         clone.backend(cluster_id).server_side_session_id = backend_server_side_id or None
         # The clone starts with the source's state on the cloning cluster, and its journal.
@@ -221,6 +233,7 @@ class SessionRegistry:
                 "home_cluster_id": session.home_cluster_id,
                 "created_at": session.created_at,
                 "last_active_at": session.last_active_at,
+                "options": json.dumps(session.options, sort_keys=True),
             },
         )
 

@@ -25,6 +25,7 @@ class DirectServer:
         self.workdir = Path(self._tmp.name)
         self.token = uuid.uuid4().hex
         self.port = free_port()
+        self.ui_port = free_port()  # Spark UI and its REST API, on 127.0.0.1
         self._spec = ClusterSpec(
             id="direct",
             size=SizeClass("direct", cores, memory_mb),
@@ -41,7 +42,7 @@ class DirectServer:
     def start(self, timeout_s: float = 180) -> "DirectServer":
         provisioner = LocalProvisioner(self.workdir, timeout_s, 10)
         (self.workdir / "tmp").mkdir(exist_ok=True)
-        cmd = provisioner.command(self._spec, self.port, free_port(), self.workdir)
+        cmd = provisioner.command(self._spec, self.port, self.ui_port, self.workdir)
         with (self.workdir / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=self.workdir, env=provisioner.environment(self._spec, self.token, self.workdir),

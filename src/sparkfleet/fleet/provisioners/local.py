@@ -133,6 +133,8 @@ class LocalProvisioner:
             "spark.driver.bindAddress": LOOPBACK,
             "spark.ui.enabled": "true",
             "spark.ui.port": str(ui_port),
+            # Live JVM heap (used/max) in the UI's metrics servlet, read by fleet/monitor.py.
+            "spark.metrics.conf.*.source.jvm.class": "org.apache.spark.metrics.source.JvmSource",
             "spark.port.maxRetries": "0",
             "spark.local.dir": str(workdir / "tmp"),
             "spark.sql.warehouse.dir": str(workdir / "spark-warehouse"),

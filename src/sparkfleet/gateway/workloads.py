@@ -1,0 +1,143 @@
+"""What the fleet learns while it runs: each query's observed cost, and each cluster's load.
+
+After an ExecutePlan ends, its cost (task time, CPU, peak execution memory, spill, shuffle,
+input) is read from its cluster's Spark REST API in the background and recorded under the
+query's workload fingerprint; the next estimate of that workload uses it. Meanwhile every
+cluster's load is read every ``poll_s`` seconds and copied onto the cluster for the placement
+policy; a change in busy task slots re-evaluates the queries waiting for a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+import httpx
+
+from sparkfleet.clock import Clock
+from sparkfleet.fleet.controller import Cluster, FleetController
+from sparkfleet.fleet.model import ALIVE, LoadReading
+from sparkfleet.fleet.monitor import ClusterLoadPoller, fetch_app_id, fetch_query_metrics, ui_base_url
+from sparkfleet.plan.cost import ObservedCost
+from sparkfleet.store import Database
+from sparkfleet.store.history import WorkloadRun, observed_cost, record_run
+
+log = logging.getLogger(__name__)
+
+_MAX_CACHED_FINGERPRINTS = 50_000
+
+
+class WorkloadObserver:
+    def __init__(self, db: Database, fleet: FleetController, clock: Clock, poll_s: float = 1.0) -> None:
+        self._db = db
+        self._fleet = fleet
+        self._clock = clock
+        self._poll_s = poll_s
+        self._poller = ClusterLoadPoller(self._ui_urls, clock, interval_s=poll_s)
+        self._costs: dict[str, ObservedCost | None] = {}
+        self._app_ids: dict[str, str] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._copier: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    # ---- workload history ----------------------------------------------------------------------
+
+    def observed(self, fingerprint: str) -> ObservedCost | None:
+        """What past runs of this workload cost (cached; the store is read once per fingerprint)."""
+        if fingerprint not in self._costs:
+            if len(self._costs) >= _MAX_CACHED_FINGERPRINTS:
+                self._costs.clear()
+            self._costs[fingerprint] = observed_cost(self._db, fingerprint)
+        return self._costs[fingerprint]
+
+    def query_finished(self, cluster: Cluster | None, run: WorkloadRun, session_id: str) -> None:
+        """Record a finished query; a successful one's cost is fetched from its cluster first."""
+        if not run.fingerprint:
+            return
+        handle = cluster.handle if cluster is not None else None
+        if run.outcome != "succeeded" or handle is None:
+            record_run(self._db, run)
+            return
+        task = asyncio.get_running_loop().create_task(self._measure(handle.ui_port, cluster.id, run, session_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _measure(self, ui_port: int, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
+        url = ui_base_url(ui_port)
+        try:
+            client = self._http()
+            app_id = self._app_ids.get(cluster_id) or await fetch_app_id(url, client=client)
+            if app_id:
+                self._app_ids[cluster_id] = app_id
+            metrics = await fetch_query_metrics(url, session_id, run.query_id, client=client, app_id=app_id)
+        except Exception:  # the history is an optimisation: never let it hurt the query
+            log.warning("could not read the cost of query %s from %s", run.query_id, url, exc_info=True)
+            metrics = None
+        if metrics is not None:
+            run = WorkloadRun(
+                **{
+                    **{f: getattr(run, f) for f in run.__dataclass_fields__},
+                    "task_ms": metrics.task_ms,
+                    "cpu_ms": metrics.cpu_ms,
+                    "peak_execution_memory": metrics.peak_execution_memory,
+                    "spilled_bytes": metrics.spilled_bytes,
+                    "shuffle_bytes": metrics.shuffle_bytes,
+                    "input_bytes": metrics.input_bytes,
+                }
+            )
+        record_run(self._db, run)
+        self._costs.pop(run.fingerprint, None)  # read afresh, with this run, next time
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=2.0)
+        return self._client
+
+    # ---- cluster load --------------------------------------------------------------------------
+
+    def on_load_change(self, listener: Callable[[], None]) -> None:
+        """Called when a cluster's busy task slots change (e.g. to re-evaluate waiting queries)."""
+        self._listeners.append(listener)
+
+    def _ui_urls(self) -> dict[str, str]:
+        return {
+            c.id: ui_base_url(c.handle.ui_port)
+            for c in self._fleet.clusters()
+            if c.state in ALIVE and c.handle is not None
+        }
+
+    def start(self) -> None:
+        self._poller.start()
+        self._copier = asyncio.get_running_loop().create_task(self._copy_readings(), name="sparkfleet-load-copier")
+
+    async def _copy_readings(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s / 2)
+            changed = False
+            for cluster in self._fleet.clusters():
+                load = self._poller.latest(cluster.id)
+                if load is None:
+                    continue
+                previous = cluster.load
+                cluster.load = LoadReading(
+                    load.observed_at, load.active_tasks, load.task_slots, load.heap_used_bytes, load.heap_max_bytes
+                )
+                if previous is None or (previous.active_tasks >= previous.task_slots) != (
+                    load.active_tasks >= load.task_slots
+                ):
+                    changed = True
+            if changed:
+                for listener in self._listeners:
+                    listener()
+
+    async def stop(self) -> None:
+        if self._copier is not None:
+            self._copier.cancel()
+            await asyncio.gather(self._copier, return_exceptions=True)
+        await self._poller.stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()

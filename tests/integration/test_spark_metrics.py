@@ -1,0 +1,230 @@
+"""fleet/monitor.py against a real Spark Connect server: an operation's cost and a cluster's load."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Callable, Iterator, TypeVar
+
+import httpx
+import pytest
+from pyspark.sql import functions as F
+
+from sparkfleet.clock import SystemClock, VirtualClock
+from sparkfleet.fleet.monitor import (
+    OPERATION_TAG_PREFIX,
+    ClusterLoad,
+    ClusterLoadPoller,
+    fetch_app_id,
+    fetch_query_metrics,
+    fetch_utilisation,
+    operation_job_tag,
+    ui_base_url,
+)
+from sparkfleet.testing.direct import DirectServer
+from sparkfleet.fleet.provisioners.local import free_port
+from sparkfleet.testing.process import spark_session
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[DirectServer]:
+    direct = DirectServer(cores=2, memory_mb=2048).start()
+    try:
+        yield direct
+    finally:
+        direct.stop()
+
+
+@pytest.fixture(scope="module")
+def ui(server: DirectServer) -> str:
+    base = ui_base_url(server.ui_port)
+    # Spark starts its REST servlet on the first request (seconds on a busy machine); what the
+    # tests measure is the warm path, as a poller keeps it warm in the gateway.
+    assert _run(fetch_app_id(base, request_timeout_s=60)) is not None
+    return base
+
+
+@pytest.fixture
+def spark(server: DirectServer) -> Iterator[Any]:
+    with spark_session(server.url) as session:
+        yield session
+
+
+class OperationIds:
+    """The operation id of each ExecutePlan the stock client finished, via its progress handlers."""
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    def __call__(self, stages: Any, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
+        if done and operation_id and operation_id not in self.finished:
+            self.finished.append(operation_id)
+
+    def of(self, spark: Any, action: Callable[[], T]) -> tuple[str, T]:
+        before = len(self.finished)
+        result = action()
+        [operation_id] = self.finished[before:]
+        return operation_id, result
+
+
+@pytest.fixture
+def operations(spark: Any) -> OperationIds:
+    ids = OperationIds()
+    spark.registerProgressHandler(ids)
+    return ids
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _until(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value is not None:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+# ---- the cost of one operation ------------------------------------------------------------------
+
+
+def test_a_shuffle_query_reports_its_work(spark: Any, operations: OperationIds, ui: str) -> None:
+    rows = 2_000_000
+    operation_id, result = operations.of(
+        spark, lambda: spark.range(rows).groupBy((F.col("id") % 100).alias("k")).count().collect()
+    )
+    assert sorted(r["count"] for r in result) == [rows // 100] * 100
+
+    metrics = _run(fetch_query_metrics(ui, spark.session_id, operation_id))
+    assert metrics is not None and metrics.complete
+    assert metrics.jobs >= 1 and metrics.stages >= 2 and metrics.tasks >= 2  # map and reduce side
+    assert metrics.failed_jobs == 0
+    assert metrics.task_ms > 0 and metrics.cpu_ms > 0
+    assert metrics.cpu_ms <= metrics.task_ms + metrics.tasks  # CPU time is part of run time
+    assert metrics.duration_ms > 0
+    assert metrics.shuffle_bytes > 0  # 100 groups per map task written, then read
+    assert metrics.input_records == rows  # range() reads its rows without bytes from a source
+    assert metrics.input_bytes == 0
+    assert metrics.peak_execution_memory > 0  # the hash aggregate
+    assert metrics.spilled_bytes == 0
+
+
+def test_the_job_tag_is_spark_connects(spark: Any, operations: OperationIds, ui: str) -> None:
+    operation_id, _ = operations.of(spark, lambda: spark.range(10).collect())
+
+    async def tags() -> list[str]:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            app = await fetch_app_id(ui, client=http)
+            jobs = (await http.get(f"{ui}/api/v1/applications/{app}/jobs")).json()
+        return [t for j in jobs for t in j["jobTags"] if operation_id in t]
+
+    # The stock client sends an empty user id unless one is configured.
+    assert _run(tags()) == [operation_job_tag("", spark.session_id, operation_id)]
+    assert operation_job_tag("", "s", "o").startswith(OPERATION_TAG_PREFIX)
+
+
+def test_an_operation_without_spark_jobs_costs_nothing(spark: Any, operations: OperationIds, ui: str) -> None:
+    # A small local relation is answered by the driver alone.
+    operation_id, _ = operations.of(spark, lambda: spark.createDataFrame([(1, "a")], "x int, y string").collect())
+    metrics = _run(fetch_query_metrics(ui, spark.session_id, operation_id))
+    assert metrics is not None
+    assert (metrics.jobs, metrics.tasks, metrics.task_ms, metrics.shuffle_bytes) == (0, 0, 0, 0)
+
+
+def test_a_dead_or_silent_ui_gives_no_metrics_quickly(spark: Any) -> None:
+    dead = ui_base_url(free_port())  # nothing listens there
+    assert _run(fetch_query_metrics(dead, spark.session_id, "00000000-0000-0000-0000-000000000000")) is None
+    assert _run(fetch_utilisation(dead, SystemClock())) is None
+    assert _run(fetch_app_id(dead)) is None
+
+
+# ---- a cluster's load ---------------------------------------------------------------------------
+
+
+def _load_where(ui: str, clock: VirtualClock, wanted: Callable[[ClusterLoad], bool]) -> ClusterLoad | None:
+    reading = _run(fetch_utilisation(ui, clock))
+    return reading if reading is not None and wanted(reading) else None
+
+
+def test_load_shows_running_tasks_and_then_none(server: DirectServer, ui: str) -> None:
+    clock = VirtualClock()
+    idle = _run(fetch_utilisation(ui, clock))
+    assert idle is not None
+    assert idle.task_slots == 2 and idle.observed_at == clock.monotonic()
+    assert idle.storage_max_bytes > 0
+    assert idle.heap_used_bytes is not None and idle.heap_max_bytes is not None  # JvmSource is on
+    assert 0 < idle.heap_used_bytes <= idle.heap_max_bytes
+    assert idle.execution_memory_bytes is not None
+
+    with spark_session(server.url) as spark:
+        failure: list[BaseException] = []
+
+        def endless_query() -> None:  # runs until interrupted
+            try:
+                spark.range(0, 10**13, 1, 8).selectExpr("sum(hash(id))").collect()
+            except Exception as exc:  # noqa: BLE001 - the interruption ends it
+                failure.append(exc)
+
+        runner = threading.Thread(target=endless_query, daemon=True)
+        runner.start()
+        try:
+            busy = _until(lambda: _load_where(ui, clock, lambda r: r.active_tasks > 0), 120, "running tasks")
+            assert busy.active_tasks <= busy.task_slots
+            assert busy.free_slots == busy.task_slots - busy.active_tasks
+        finally:
+            spark.interruptAll()
+            runner.join(60)
+        assert failure, "the endless query ended without being interrupted"
+    done = _until(lambda: _load_where(ui, clock, lambda r: r.active_tasks == 0), 60, "no running tasks")
+    assert done.free_slots == done.task_slots == 2
+
+
+async def _silent_server(connections: list[int]) -> tuple[asyncio.Server, str]:
+    """A port that accepts connections and never answers (a hung cluster UI); counts connections."""
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    return server, ui_base_url(server.sockets[0].getsockname()[1])
+
+
+def test_the_poller_keeps_the_latest_reading_of_listed_clusters_only(ui: str) -> None:
+    async def scenario() -> None:
+        hung_connections: list[int] = []
+        hung, hung_url = await _silent_server(hung_connections)
+        clusters = {"c-1": ui, "c-dead": ui_base_url(free_port()), "c-hung": hung_url}
+        poller = ClusterLoadPoller(lambda: clusters, SystemClock(), interval_s=0.1)
+        assert poller.latest("c-1") is None
+        poller.start()
+        try:
+            readings = []
+            deadline = time.monotonic() + 30
+            while len(readings) < 5 and time.monotonic() < deadline:  # five fresh readings
+                latest = poller.latest("c-1")
+                if latest is not None and (not readings or latest.observed_at > readings[-1].observed_at):
+                    readings.append(latest)
+                await asyncio.sleep(0.02)
+            assert len(readings) == 5 and readings[0].task_slots == 2
+            # Meanwhile the hung cluster was asked at most twice (each request waits for its
+            # timeout): clusters are polled on their own, so a hung one never holds up the others'
+            # readings (one round for all would have asked it before each of the five).
+            assert 1 <= len(hung_connections) <= 2
+            assert poller.latest("c-dead") is None and poller.latest("c-hung") is None  # unknown, not idle
+            clusters.pop("c-1")  # the cluster left the fleet
+            while poller.latest("c-1") is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert poller.latest("c-1") is None
+        finally:
+            await poller.stop()
+            hung.close()
+
+    _run(scenario())

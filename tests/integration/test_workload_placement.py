@@ -1,0 +1,170 @@
+"""Workload-aware placement with real clusters: ETL isolated from interactive work, a bounded queue
+whose position the client can read, sparkfleet.* session confs, and the watchdog's time limit."""
+
+from __future__ import annotations
+
+import pytest
+from pyspark.errors import PySparkException
+
+from sparkfleet.gateway.queue_status import queue_info
+from sparkfleet.testing.process import (
+    SparkfleetProcess,
+    run_in_thread,
+    spark_session,
+    wait_until,
+    wait_until_running_on_cluster,
+)
+
+# Two one-core clusters: batch work may take one, the other stays free for interactive work.
+POOL = """
+[pool]
+clusters = ["S", "S"]
+"""
+# Long enough to still be running while the test looks; interrupted at the end.
+HEAVY = "select count(*) as n from range(0, 1000000000) a cross join range(0, 10000) b where (a.id + b.id) % 7 = 3"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SparkfleetProcess(POOL, name="sparkfleet-placement") as proc:
+        yield proc
+
+
+def _queries(proc: SparkfleetProcess, spark) -> list[dict]:  # type: ignore[no-untyped-def]
+    return proc.api(f"/api/queries?session_id={spark.session_id}&limit=1000")
+
+
+def _running_query(proc: SparkfleetProcess, spark) -> str:  # type: ignore[no-untyped-def]
+    """The id of the session's DataFrame query once its cluster runs it. (spark.sql first sends
+    the SQL text, which Spark only analyses: that request is never the running query.)"""
+    def relation_running() -> list[str] | None:
+        ids = wait_until_running_on_cluster(proc, spark)
+        kinds = {q["id"]: q["kind"] for q in _queries(proc, spark)}
+        return [i for i in ids if kinds.get(i) == "relation"] or None
+
+    [query_id] = wait_until(relation_running, 60, what="the session's query to run")
+    return query_id
+
+
+def test_interactive_queries_run_beside_etl_not_behind_it(pool):
+    with spark_session(pool.url) as etl, spark_session(pool.url) as analyst:
+        etl.conf.set("sparkfleet.profile", "batch")
+        thread, box = run_in_thread(lambda: etl.sql(HEAVY).collect())
+        try:
+            heavy_id = _running_query(pool, etl)
+            heavy = next(q for q in _queries(pool, etl) if q["id"] == heavy_id)
+            assert heavy["profile"] == "batch" and "set by sparkfleet.profile" in heavy["placement_reason"]
+            for n in range(5):
+                assert analyst.range(100 + n).selectExpr("sum(id)").collect()[0][0] == sum(range(100 + n))
+            small = [q for q in _queries(pool, analyst) if q["kind"] == "relation"]
+            assert len(small) == 5
+            for record in small:
+                assert record["cluster_id"] != heavy["cluster_id"], record["placement_reason"]
+                assert record["profile"] == "interactive"
+                assert record["placement_reason"].startswith("interactive")
+                assert "0 batch" in record["placement_reason"]
+        finally:
+            etl.interruptAll()
+            thread.join(60)
+        assert "error" in box  # interrupted, as intended
+
+
+def test_a_second_etl_job_waits_in_the_queue_and_the_client_sees_its_position(pool):
+    with spark_session(pool.url) as first, spark_session(pool.url) as second, spark_session(pool.url) as analyst:
+        first.conf.set("sparkfleet.profile", "batch")
+        second.conf.set("sparkfleet.profile", "batch")
+        first_thread, first_box = run_in_thread(lambda: first.sql(HEAVY).collect())
+        second_thread, second_box = None, {}
+        try:
+            _running_query(pool, first)
+            second_thread, second_box = run_in_thread(lambda: second.sql(HEAVY).collect())
+
+            def queued() -> list[dict] | None:
+                return [q for q in _queries(pool, second) if q["state"] == "queued"] or None
+
+            [waiting] = wait_until(queued, 60, what="the second ETL query to be queued")
+            assert waiting["placement_reason"].startswith("waiting: batch") and waiting["cluster_id"] is None
+            assert [q["query_id"] for q in pool.api("/api/queue")] == [waiting["id"]]
+            statuses = second._client._get_operation_statuses([waiting["id"]]).operation_statuses
+            [status] = statuses
+            info = queue_info(status)
+            assert info is not None and info["queued"] is True and info["position"] == 1
+            # The ETL cluster is busy (its batch slot or its memory budget), the other one is kept free.
+            assert "kept for interactive work" in info["reason"] and info["reason"].startswith("batch")
+            # Interactive work is not queued behind it.
+            assert analyst.range(10).count() == 10
+            # The first job ends: the queued one is placed at once (no timer), and runs.
+            first.interruptAll()
+            first_thread.join(60)
+            running = _running_query(pool, second)
+            assert running == waiting["id"]
+            record = next(q for q in _queries(pool, second) if q["id"] == running)
+            assert record["state"] == "running" and record["placement_reason"].startswith("batch")
+        finally:
+            first.interruptAll()
+            second.interruptAll()
+            first_thread.join(60)
+            if second_thread is not None:
+                second_thread.join(60)
+        assert "error" in first_box and "error" in second_box
+
+
+def test_interrupting_a_queued_query_cancels_it_in_the_gateway(pool):
+    with spark_session(pool.url) as first, spark_session(pool.url) as second:
+        first.conf.set("sparkfleet.profile", "batch")
+        second.conf.set("sparkfleet.profile", "batch")
+        first_thread, _ = run_in_thread(lambda: first.sql(HEAVY).collect())
+        try:
+            _running_query(pool, first)
+            second_thread, second_box = run_in_thread(lambda: second.sql(HEAVY).collect())
+            [queued] = wait_until(
+                lambda: [q for q in _queries(pool, second) if q["state"] == "queued"] or None, 60,
+                what="the second query to be queued",
+            )
+            interrupted = second.interruptAll()
+            assert len(interrupted) == 1
+            second_thread.join(60)
+            error = second_box.get("error")
+            assert isinstance(error, PySparkException) and error.getCondition() == "SPARKFLEET.QUERY_CANCELLED"
+            assert "cancelled while queued: interrupted by the client" in str(error)
+            [record] = [q for q in _queries(pool, second) if q["id"] == queued["id"]]
+            assert record["state"] == "cancelled" and record["cluster_id"] is None
+            assert record["error_class"] == "SPARKFLEET.QUERY_CANCELLED"
+        finally:
+            first.interruptAll()
+            first_thread.join(60)
+
+
+def test_sparkfleet_confs_are_the_gateways_and_never_reach_spark(pool):
+    with spark_session(pool.url) as spark:
+        assert spark.conf.get("sparkfleet.profile") == "auto"
+        spark.conf.set("sparkfleet.profile", "Batch")
+        spark.conf.set("spark.sql.shuffle.partitions", "3")
+        assert spark.conf.get("sparkfleet.profile") == "Batch"
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "3"
+        assert spark.conf.getAll.get("sparkfleet.profile") == "Batch"
+        server_side = {row.key for row in spark.sql("SET").collect()}
+        assert "spark.sql.shuffle.partitions" in server_side and not any(k.startswith("sparkfleet.") for k in server_side)
+        with pytest.raises(PySparkException, match="sparkfleet.profile must be interactive\\|batch"):
+            spark.conf.set("sparkfleet.profile", "urgent")
+        with pytest.raises(PySparkException, match="not a sparkfleet setting"):
+            spark.conf.set("sparkfleet.colour", "blue")
+        spark.conf.unset("sparkfleet.profile")
+        assert spark.conf.get("sparkfleet.profile") == "auto"
+        assert spark.range(3).count() == 3
+        [record] = [q for q in _queries(pool, spark) if q["state"] == "succeeded"][:1]
+        assert record["profile"] == "interactive"
+
+
+def test_max_query_duration_cancels_a_query_with_a_clear_error(pool):
+    with spark_session(pool.url) as spark:
+        spark.conf.set("sparkfleet.maxQueryDuration", "3s")
+        with pytest.raises(PySparkException) as raised:
+            spark.sql(HEAVY).collect()
+        assert raised.value.getCondition() == "SPARKFLEET.QUERY_CANCELLED"
+        assert "sparkfleet.maxQueryDuration=3s" in str(raised.value)
+        record = next(q for q in _queries(pool, spark) if q["error_class"])
+        assert record["state"] == "cancelled" and record["error_class"] == "SPARKFLEET.QUERY_CANCELLED"
+        # The session goes on.
+        spark.conf.unset("sparkfleet.maxQueryDuration")
+        assert spark.range(5).count() == 5
