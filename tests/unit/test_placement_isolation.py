@@ -208,3 +208,12 @@ def test_session_affinity_keeps_sessions_home_and_spreads_new_ones() -> None:
     # ...and a new session goes where the fewest sessions are, whatever runs there.
     decision = place_query(PlacementRequest("t", None, strategy="session-affinity"), fleet, NOW)
     assert isinstance(decision, RunOn) and decision.cluster_id == "b"
+
+
+def test_a_nearly_full_heap_is_avoided_when_another_cluster_can_take_the_query() -> None:
+    pressed = LoadReading(NOW - 1, active_tasks=0, task_slots=1, heap_used_bytes=950 * MB, heap_max_bytes=1000 * MB)
+    relaxed = LoadReading(NOW - 1, active_tasks=0, task_slots=1, heap_used_bytes=100 * MB, heap_max_bytes=1000 * MB)
+    fleet = FleetSnapshot((view("a", load=pressed), view("b", load=relaxed)))
+    for profile in Profile:
+        decision = place_query(request(profile, estimate(1), home="a"), fleet, NOW)
+        assert isinstance(decision, RunOn) and decision.cluster_id == "b" and "heap 10% used" in decision.reason

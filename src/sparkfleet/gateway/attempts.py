@@ -15,10 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from sparkfleet.errors import ClusterLost, SparkfleetError
+from sparkfleet.errors import ClusterLost, InvalidHandle, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.gateway.assessment import current_database
-from sparkfleet.gateway.operations import Operation
+from sparkfleet.gateway.operations import Operation, OperationRegistry
 from sparkfleet.gateway.replay import Replayer
 from sparkfleet.gateway.routing import RPCS, Routed, Router
 from sparkfleet.gateway.targets import (
@@ -143,3 +143,25 @@ class AttemptRunner:
             if location is None or not clear_uncommitted_location(location):
                 return None
         return exists
+
+
+def not_found_for_reattach(operations: OperationRegistry, operation_id: str) -> SparkfleetError:
+    """The answer to a ReattachExecute for an operation this gateway run does not know.
+
+    OPERATION_NOT_FOUND makes the stock client re-send its ExecutePlan, which is right for a read;
+    a write or command the stored record says was running (before a gateway restart) may have
+    committed, so it surfaces as a loss instead.
+    """
+    past = operations.past_query(operation_id)
+    if past is not None and past["state"] not in ("succeeded", "failed", "cancelled", "released"):
+        intent = past.get("intent") or ""
+        if intent and intent != "read" and not intent.startswith("session state"):
+            return ClusterLost(
+                f"operation {operation_id} ({intent}) was running when the gateway restarted; "
+                "it was not re-run because it may have committed. Check its target before "
+                "running it again.",
+                past.get("cluster_id") or "",
+            )
+    return InvalidHandle(
+        f"The handle {operation_id} is invalid. Operation not found.", "INVALID_HANDLE.OPERATION_NOT_FOUND"
+    )

@@ -19,14 +19,15 @@ import grpc
 from google.protobuf.message import DecodeError
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.errors import ClusterLost, InvalidHandle, MalformedMessage, QueryCancelled, SparkfleetError
+from sparkfleet.errors import ClusterLost, MalformedMessage, QueryCancelled, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.fleet.model import ClusterState
 from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_started
 from sparkfleet.gateway.options import split_config
-from sparkfleet.gateway.queue_status import queued_status
-from sparkfleet.gateway.attempts import AttemptRunner
+from sparkfleet.gateway.queue_status import queued_status, stop_queued
+from sparkfleet.gateway.releases import ReleaseCoalescer, release_execute_ack
+from sparkfleet.gateway.attempts import AttemptRunner, not_found_for_reattach
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
@@ -66,7 +67,7 @@ _UNARY_ATTEMPTS = 3
 _REATTACH_OP_ID, _RELEASE_OP_ID, _RELEASE_ALL = 3, 3, 5
 # InterruptRequest / InterruptResponse
 _INTERRUPT_TYPE, _INTERRUPT_TAG, _INTERRUPT_OP_ID, _INTERRUPTED_IDS = 4, 5, 6, 2
-_INTERRUPT_ALL, _INTERRUPT_OPERATION = 1, 3
+_INTERRUPT_OPERATION = 3
 # FetchErrorDetailsRequest, CloneSessionResponse, ReleaseSessionRequest
 _ERROR_ID, _CLONE_NEW_SESSION_ID, _CLONE_NEW_SERVER_SIDE_ID, _ALLOW_RECONNECT = 3, 3, 4, 4
 
@@ -112,11 +113,8 @@ class SparkConnectService:
         # ExecutePlan attempts, re-run elsewhere after a cluster loss when safe; ``warehouse`` is
         # the pool's shared warehouse, when it has one (see fleet/catalog.py).
         self.runner = AttemptRunner(router, self.replay, self._relay, warehouse)
-        # Partial releases (release_until) waiting to be forwarded, newest per operation, and the
-        # operations whose release is on its way to the cluster now.
-        self._pending_releases: dict[tuple[str, str, str], tuple[Cluster, bytes, Routed]] = {}
-        self._releasing: set[tuple[str, str, str]] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        # Partial releases (release_until): acknowledged at once, the newest forwarded per operation.
+        self.releases = ReleaseCoalescer()
 
     # ---- execution ---------------------------------------------------------------------------
 
@@ -169,7 +167,7 @@ class SparkConnectService:
         if owner is None:
             # Not an operation of this gateway run (it restarted, or the id is unknown). If it
             # cannot have changed anything, the client may simply start it again.
-            raise self._not_found_for_reattach(session, operation_id)
+            raise not_found_for_reattach(self.r.operations, operation_id)
         if owner.state is not ClusterState.READY:
             if op is None:
                 raise self.r.lost(owner, f"operation {operation_id}")
@@ -190,21 +188,6 @@ class SparkConnectService:
                 raise
             async for message in self.runner.retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
                 yield message
-
-    def _not_found_for_reattach(self, session: VirtualSession, operation_id: str) -> SparkfleetError:
-        past = self.r.operations.past_query(operation_id)
-        if past is not None and past["state"] not in ("succeeded", "failed", "cancelled", "released"):
-            intent = past.get("intent") or ""
-            if intent and intent != "read" and not intent.startswith("session state"):
-                return ClusterLost(
-                    f"operation {operation_id} ({intent}) was running when the gateway restarted; "
-                    "it was not re-run because it may have committed. Check its target before "
-                    "running it again.",
-                    past.get("cluster_id") or "",
-                )
-        return InvalidHandle(
-            f"The handle {operation_id} is invalid. Operation not found.", "INVALID_HANDLE.OPERATION_NOT_FOUND"
-        )
 
     async def _relay(
         self, call, op: Operation | None, routed: Routed, cluster: Cluster, reattachable: bool  # type: ignore[no-untyped-def]
@@ -297,20 +280,15 @@ class SparkConnectService:
             # on no cluster at all: acknowledge like a server would.
             if release_all and owner_id is not None:
                 self.r.operations.forget(session.key, operation_id)
-            return self._release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
+            return release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
         key = (*session.key, operation_id)
         if not release_all:
             # The client sends one of these per response message. Acknowledge at once and forward
             # only the newest position, one at a time: the cluster keeps at most its retry buffer
             # of unreleased responses, so a late release costs nothing but that buffer.
-            self._pending_releases[key] = (cluster, request, routed)
-            if key not in self._releasing:
-                self._releasing.add(key)
-                task = asyncio.get_running_loop().create_task(self._forward_releases(key))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-            return self._release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
-        self._pending_releases.pop(key, None)
+            self.releases.submit(key, lambda: self._unary(shape, request, routed, cluster))
+            return release_execute_ack(session.session_id, session.server_side_session_id, operation_id)
+        self.releases.discard(key)
         response = await self._unary(shape, request, routed, cluster)
         if release_all:
             op = self.r.operations.active(session.key, operation_id)
@@ -318,24 +296,6 @@ class SparkConnectService:
                 self.r.operations.finished(op, "released", cluster.runtime.name, reason="released before completing")
             self.r.operations.forget(session.key, operation_id)
         return response
-
-    async def _forward_releases(self, key: tuple[str, str, str]) -> None:
-        shape = RPCS["ReleaseExecute"]
-        try:
-            while (pending := self._pending_releases.pop(key, None)) is not None:
-                cluster, request, routed = pending
-                try:
-                    await self._unary(shape, request, routed, cluster)
-                except (grpc.aio.AioRpcError, SparkfleetError) as error:
-                    log.debug("partial release of %s on %s failed: %s", key[2], cluster.id, error)
-        finally:
-            self._releasing.discard(key)
-
-    @staticmethod
-    def _release_execute_ack(session_id: str, server_side_id: str, operation_id: str) -> bytes:
-        return encode_string_field(1, session_id) + encode_string_field(2, operation_id) + encode_string_field(
-            3, server_side_id
-        )
 
     # ---- simple session RPCs -----------------------------------------------------------------
 
@@ -450,7 +410,8 @@ class SparkConnectService:
         shape = RPCS["Interrupt"]
         routed = self.r.resolve(shape, request, context, frozenset({_INTERRUPT_TYPE, _INTERRUPT_OP_ID}))
         session = routed.session
-        stopped = self._interrupt_queued(session, routed)
+        kind = routed.fields[_INTERRUPT_TYPE].value if _INTERRUPT_TYPE in routed.fields else 0
+        stopped = stop_queued(self.r, session.key, kind, routed.text(_INTERRUPT_OP_ID))
         if routed.fields.get(_INTERRUPT_TYPE) and routed.fields[_INTERRUPT_TYPE].value == _INTERRUPT_OPERATION:
             operation_id = routed.text(_INTERRUPT_OP_ID)
             owner = self.r.fleet.get(self.r.operations.owner(session.key, operation_id) or "")
@@ -465,21 +426,6 @@ class SparkConnectService:
             + b"".join(encode_string_field(_INTERRUPTED_IDS, op_id) for op_id in interrupted)
             + encode_string_field(3, session.server_side_session_id)
         )
-
-    def _interrupt_queued(self, session: VirtualSession, routed: Routed) -> list[str]:
-        """Stop the session's operations still waiting for a cluster that the Interrupt names."""
-        kind = routed.fields[_INTERRUPT_TYPE].value if _INTERRUPT_TYPE in routed.fields else 0
-        stopped = []
-        for op in self.r.operations.running():
-            if op.session_key != session.key or self.r.admission.position(op.id) is None:
-                continue
-            if kind == _INTERRUPT_OPERATION and op.id != routed.text(_INTERRUPT_OP_ID):
-                continue
-            if kind not in (_INTERRUPT_ALL, _INTERRUPT_OPERATION):
-                continue  # tags are read by the cluster; a queued query has not reached one
-            if self.r.admission.cancel(op.id, "interrupted by the client"):
-                stopped.append(op.id)
-        return stopped
 
     async def get_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["GetStatus"]

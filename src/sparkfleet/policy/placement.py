@@ -39,6 +39,9 @@ class PlacementSettings:
     memory_fraction: float = 0.6
     # A load reading older than this is unknown, not idle.
     stale_after_s: float = 5.0
+    # A cluster whose fresh reading shows this share of its heap in use is avoided when others can
+    # take the query (heap in use includes garbage not yet collected: a preference, not a refusal).
+    heap_pressure_fraction: float = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,10 +205,19 @@ def _busy_slots(cluster: ClusterView, now: float, settings: PlacementSettings) -
     return (2 if load.active_tasks >= load.task_slots else 0), load.active_tasks
 
 
+def _heap_pressed(cluster: ClusterView, now: float, settings: PlacementSettings) -> bool:
+    """A fresh reading shows the JVM heap nearly full: new work there risks GC stalls or OOM."""
+    load = _fresh_load(cluster, now, settings)
+    if load is None or not load.heap_used_bytes or not load.heap_max_bytes:
+        return False
+    return load.heap_used_bytes / load.heap_max_bytes >= settings.heap_pressure_fraction
+
+
 def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
     return (
         len(_batch_work(cluster)) > 0,  # never share cores with batch work when avoidable
+        _heap_pressed(cluster, now, settings),
         busy == 2,
         _interactive_count(cluster) / cluster.size.cores >= 1,  # every core already has a query
         cluster.id != request.home_cluster_id,
@@ -219,8 +231,8 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
 def _batch_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
     work = sum(w.core_seconds for w in cluster.work) / cluster.size.cores
-    return (len(_batch_work(cluster)), busy == 2, -cluster.size.cores, work, cluster.id != request.home_cluster_id,
-            busy, active, cluster.id)
+    return (len(_batch_work(cluster)), _heap_pressed(cluster, now, settings), busy == 2, -cluster.size.cores, work,
+            cluster.id != request.home_cluster_id, busy, active, cluster.id)
 
 
 # ---- reasons ------------------------------------------------------------------------------------
@@ -245,6 +257,8 @@ def _describe_choice(cluster: ClusterView, request: PlacementRequest, now: float
     if load is not None:
         free = max(load.task_slots - load.active_tasks, 0)
         parts.append(f"{free} of {load.task_slots} task slot(s) free")
+        if load.heap_used_bytes and load.heap_max_bytes:
+            parts.append(f"heap {load.heap_used_bytes / load.heap_max_bytes:.0%} used")
     else:
         parts.append("load reading unknown")
     batch = len(_batch_work(cluster))
