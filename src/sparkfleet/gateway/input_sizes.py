@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class InputSizer:
         self._max_files = max_files
         self._max_entries = max_entries
         self._cache: OrderedDict[tuple[str, str, str], _Cached] = OrderedDict()
+        self._lock = threading.Lock()
 
     def sizes(self, scans: Iterable[Scan], current_database: str = "default") -> dict[Scan, int | None]:
         """The size of each scan (what ``estimate_static`` takes as ``input_bytes``)."""
@@ -68,15 +70,17 @@ class InputSizer:
         # An unqualified table name resolves against the session's database; a path does not.
         key = (scan.kind, scan.name, current_database if scan.kind == "table" else "")
         now = self._clock.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached.expires > now:
-            self._cache.move_to_end(key)
-            return cached.size
+        with self._lock:  # big plans are assessed on worker threads
+            cached = self._cache.get(key)
+            if cached is not None and cached.expires > now:
+                self._cache.move_to_end(key)
+                return cached.size
         size = self._measure(scan, current_database)
-        self._cache[key] = _Cached(size, now + self._ttl_s)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = _Cached(size, now + self._ttl_s)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
         return size
 
     def _measure(self, scan: Scan, current_database: str) -> int | None:

@@ -61,6 +61,8 @@ _RESULT_FIELDS = frozenset({2, 5, 6, 8, 9, 10, 11, 16, 17, 19, 20, 21, 22, 23, 9
 _COMPLETE_WANTED = frozenset({_RESULT_COMPLETE}) | _RESULT_FIELDS
 # AnalyzePlanRequest.persist: cached data lives on the cluster that computes it.
 _ANALYZE_PERSIST = 14
+# Plans up to this size are assessed on the event loop (a thread hop would cost more than the read).
+_ASSESS_INLINE_BYTES = 4096
 # Attempts of a unary request whose cluster is lost (each on another cluster).
 _UNARY_ATTEMPTS = 3
 # ReattachExecuteRequest / ReleaseExecuteRequest
@@ -130,7 +132,13 @@ class SparkConnectService:
             request = request + encode_string_field(_OPERATION_ID, operation_id)
         session = routed.session
         intent = classify_execute_plan(request)
-        traits = self.assessor.assess(session, as_message(routed.fields[_PLAN], "plan"), intent)
+        plan = as_message(routed.fields[_PLAN], "plan")
+        if len(plan) > _ASSESS_INLINE_BYTES:
+            # Reading a big plan takes ~20 us per message in it: off the event loop, so that other
+            # sessions' requests are not held up meanwhile.
+            traits = await asyncio.to_thread(self.assessor.assess, session, bytes(plan), intent)
+        else:
+            traits = self.assessor.assess(session, plan, intent)
         if intent.kind == "session_state" or (shape.label == "sql_command" and intent.kind == "read"):
             # SET, temp views, UDFs, variables, and spark.sql() of a query (which returns the
             # relation its DataFrame then runs): Spark analyses them and runs no job.
