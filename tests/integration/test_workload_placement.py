@@ -19,6 +19,9 @@ from sparkfleet.testing.process import (
 POOL = """
 [pool]
 clusters = ["S", "S"]
+
+[placement]
+interactive_budget_s = 6
 """
 # Long enough to still be running while the test looks; interrupted at the end.
 HEAVY = "select count(*) as n from range(0, 1000000000) a cross join range(0, 10000) b where (a.id + b.id) % 7 = 3"
@@ -49,6 +52,7 @@ def _running_query(proc: SparkfleetProcess, spark) -> str:  # type: ignore[no-un
 def test_interactive_queries_run_beside_etl_not_behind_it(pool):
     with spark_session(pool.url) as etl, spark_session(pool.url) as analyst:
         etl.conf.set("sparkfleet.profile", "batch")
+        analyst.conf.set("sparkfleet.profile", "interactive")  # however slow a loaded machine makes it
         thread, box = run_in_thread(lambda: etl.sql(HEAVY).collect())
         try:
             heavy_id = _running_query(pool, etl)
@@ -61,7 +65,7 @@ def test_interactive_queries_run_beside_etl_not_behind_it(pool):
             for record in small:
                 assert record["cluster_id"] != heavy["cluster_id"], record["placement_reason"]
                 assert record["profile"] == "interactive"
-                assert record["placement_reason"].startswith("interactive")
+                assert record["placement_reason"].startswith("interactive (set by sparkfleet.profile)")
                 assert "0 batch" in record["placement_reason"]
         finally:
             etl.interruptAll()
@@ -168,3 +172,33 @@ def test_max_query_duration_cancels_a_query_with_a_clear_error(pool):
         # The session goes on.
         spark.conf.unset("sparkfleet.maxQueryDuration")
         assert spark.range(5).count() == 5
+
+
+def test_an_interactive_query_past_its_budget_makes_its_workload_batch(pool):
+    with spark_session(pool.url) as spark:
+        thread, box = run_in_thread(lambda: spark.sql(HEAVY).collect())
+        try:
+            first = _running_query(pool, spark)
+            record = next(q for q in _queries(pool, spark) if q["id"] == first)
+            assert record["profile"] == "interactive"  # medium-sized, from a session with no history
+
+            def reclassified() -> dict | None:
+                found = next(q for q in _queries(pool, spark) if q["id"] == first)
+                return found if "; watchdog: " in found["placement_reason"] else None
+
+            found = wait_until(reclassified, 60, what="the watchdog to reclassify the query")
+            assert "budget 6s" in found["placement_reason"] and "batch from now on" in found["placement_reason"]
+        finally:
+            spark.interruptAll()
+            thread.join(60)
+        assert "error" in box
+        # The same workload (other literals, same shape) is batch from now on.
+        again_thread, _ = run_in_thread(lambda: spark.sql(HEAVY.replace("% 7 = 3", "% 7 = 5")).collect())
+        try:
+            second = _running_query(pool, spark)
+            record = next(q for q in _queries(pool, spark) if q["id"] == second)
+            assert record["profile"] == "batch"
+            assert record["fingerprint"] == found["fingerprint"]
+        finally:
+            spark.interruptAll()
+            again_thread.join(60)

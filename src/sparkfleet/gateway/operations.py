@@ -68,6 +68,7 @@ class Operation:
     # Set when the gateway itself stops the query (watchdog): the error the client gets instead.
     cancel_reason: str = ""
     reclassified: bool = False
+    placement_reason: str = ""
 
 
 class OperationRegistry:
@@ -142,6 +143,7 @@ class OperationRegistry:
     def placed(self, op: Operation, cluster_id: str, runtime: str, placement_reason: str) -> None:
         """The operation runs on ``cluster_id`` from now on (its first attempt, or a retry)."""
         op.cluster_id = cluster_id
+        op.placement_reason = placement_reason
         op.started_mono = self._clock.monotonic()
         self.set_owner(op.session_key, op.id, cluster_id)
         record_query_end(

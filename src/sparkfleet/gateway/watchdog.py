@@ -99,7 +99,8 @@ class Watchdog:
                 op.reclassified = True
                 self._assessor.reclassified.add(decision.fingerprint)
                 log.info("watchdog: operation %s: %s", op.id, decision.reason)
-                self._r.operations.note(op, {"placement_reason": f"watchdog: {decision.reason}"})
+                op.placement_reason = f"{op.placement_reason}; watchdog: {decision.reason}"
+                self._r.operations.note(op, {"placement_reason": op.placement_reason})
             elif isinstance(decision, Cancel):
                 op.cancel_reason = decision.reason
                 log.info("watchdog: cancelling operation %s: %s", op.id, decision.reason)
