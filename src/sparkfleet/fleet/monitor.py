@@ -38,7 +38,7 @@ OPERATION_TAG_PREFIX = "SparkConnect_OperationTag_"
 # How long one HTTP request to a cluster's UI may take; a healthy local UI answers in ~1-30 ms
 # (the jobs list of a long-running cluster is ~1 MB). A missed load reading just ages.
 DEFAULT_REQUEST_TIMEOUT_S = 0.5
-QUERY_METRICS_REQUEST_TIMEOUT_S = 1.0
+QUERY_METRICS_REQUEST_TIMEOUT_S = 5.0
 # The first REST request a JVM serves starts Spark's REST servlet (0.3 s idle, 3.9 s measured on
 # a loaded 2-core machine); the application id is read once per cluster and may wait that long.
 APP_ID_TIMEOUT_S = 5.0
@@ -46,6 +46,7 @@ APP_ID_TIMEOUT_S = 5.0
 DEFAULT_SETTLE_TIMEOUT_S = 2.0
 _SETTLE_RETRY_S = 0.1
 _MAX_PARALLEL_REQUESTS = 8
+_STAGE_READS_AT_ONCE = 2
 _UNSETTLED_JOB = frozenset({"RUNNING", "UNKNOWN"})
 _UNSETTLED_STAGE = frozenset({"ACTIVE", "PENDING"})
 
@@ -192,7 +193,9 @@ async def _stage_attempts(
     http: httpx.AsyncClient, app_url: str, stage_ids: list[int], request_timeout_s: float
 ) -> tuple[list[dict[str, Any]], int]:
     """Every attempt of each stage (retries consumed resources too), and how many were evicted."""
-    limit = asyncio.Semaphore(_MAX_PARALLEL_REQUESTS)
+    # The UI's listening socket has a tiny backlog (measured: 1): a burst of parallel requests
+    # times out connecting, so a query's stages are read two at a time.
+    limit = asyncio.Semaphore(_STAGE_READS_AT_ONCE)
 
     async def one(stage_id: int) -> list[dict[str, Any]] | None:
         async with limit:

@@ -26,6 +26,7 @@ from sparkfleet.store.history import WorkloadRun, observed_cost, record_run
 log = logging.getLogger(__name__)
 
 _MAX_CACHED_FINGERPRINTS = 50_000
+_COST_READS_AT_ONCE = 2
 
 
 class WorkloadObserver:
@@ -41,6 +42,9 @@ class WorkloadObserver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._copier: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
+        # Costs are read after the fact, a few at a time: a burst of finished queries must not
+        # flood the clusters' UIs (they accept few connections at once).
+        self._reading = asyncio.Semaphore(_COST_READS_AT_ONCE)
 
     # ---- workload history ----------------------------------------------------------------------
 
@@ -66,6 +70,10 @@ class WorkloadObserver:
 
     async def _measure(self, ui_port: int, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
         url = ui_base_url(ui_port)
+        async with self._reading:
+            await self._measure_now(url, cluster_id, run, session_id)
+
+    async def _measure_now(self, url: str, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
         try:
             client = self._http()
             app_id = self._app_ids.get(cluster_id) or await fetch_app_id(url, client=client)
