@@ -217,3 +217,22 @@ def test_a_nearly_full_heap_is_avoided_when_another_cluster_can_take_the_query()
     for profile in Profile:
         decision = place_query(request(profile, estimate(1), home="a"), fleet, NOW)
         assert isinstance(decision, RunOn) and decision.cluster_id == "b" and "heap 10% used" in decision.reason
+
+
+def test_interactive_work_keeps_off_a_cluster_whose_pipeline_just_finished_a_query() -> None:
+    import dataclasses
+
+    # ETL on "a" is between two queries (0.1 s gap); "b" already runs one interactive query.
+    just_ended = dataclasses.replace(view("a"), batch_ended_at=NOW - 0.1)
+    fleet = FleetSnapshot((just_ended, view("b", work(Profile.INTERACTIVE))))
+    decision = place_query(request(Profile.INTERACTIVE, estimate(0.1)), fleet, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "b"
+    # Long after the pipeline stopped, "a" is an ordinary idle cluster again.
+    long_ago = FleetSnapshot((dataclasses.replace(just_ended, batch_ended_at=NOW - 60), view("b", work(Profile.INTERACTIVE))))
+    assert place_query(request(Profile.INTERACTIVE, estimate(0.1)), long_ago, NOW).cluster_id == "a"  # type: ignore[union-attr]
+
+
+def test_batch_work_prefers_a_cluster_without_interactive_work() -> None:
+    fleet = FleetSnapshot((view("a", work(Profile.INTERACTIVE, 0.01)), view("b"), view("c")))
+    decision = place_query(request(Profile.BATCH, estimate(50), home="a"), fleet, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id in {"b", "c"}

@@ -113,3 +113,8 @@ def test_only_overdue_queries_get_decisions(queries: list[WatchedQuery], now: fl
         else:
             assert not query.reclassified and query.fingerprint
             assert elapsed > settings.interactive_budget_s or elapsed >= settings.runaway_min_s
+
+
+def test_history_outranks_a_reclassification() -> None:
+    from_history = Estimate(0.05, 0, 0, "history", "median of 16 runs")
+    assert infer_profile(from_history, PERSON, reclassified_as_batch=True) == (Profile.INTERACTIVE, "tiny")

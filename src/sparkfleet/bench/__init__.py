@@ -1,4 +1,4 @@
-"""``sparkfleet bench NAME``: speed goals measured side by side (gateway vs. direct) in one run.
+"""``sparkfleet bench NAME``: speed goals measured side by side (gateway vs. direct, or fleet vs. fleet) in one run.
 
 Benchmarks are registered by name; each lives in its own module with ``run(argv) -> int`` and is
 imported only when asked for, so ``sparkfleet bench`` stays cheap to start.
@@ -35,6 +35,16 @@ BENCHMARKS = {
             "faults",
             "sparkfleet.bench.faults",
             "concurrent sessions keep reading while clusters are SIGKILLed; failures and recovery",
+        ),
+        Benchmark(
+            "estimate",
+            "sparkfleet.bench.estimate",
+            "TPC-H at two scale factors: estimated cost class vs observed, and what AnalyzePlan would cost",
+        ),
+        Benchmark(
+            "mixed",
+            "sparkfleet.bench.mixed",
+            "interactive latency and ETL throughput side by side: workload placement, session affinity, one cluster",
         ),
     )
 }

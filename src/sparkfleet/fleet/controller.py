@@ -50,6 +50,8 @@ class Cluster:
     work: dict[str, RunningWork] = field(default_factory=dict)
     # The latest reading of the cluster's Spark REST API (fleet/monitor.py), if any.
     load: LoadReading | None = None
+    # When batch work last ended here (monotonic seconds), if ever.
+    batch_ended_at: float | None = None
     sessions: set[str] = field(default_factory=set)
     lost_reason: str = ""
 
@@ -75,6 +77,7 @@ class Cluster:
             sessions=len(self.sessions),
             work=tuple(self.work.values()),
             load=self.load,
+            batch_ended_at=self.batch_ended_at,
         )
 
     def describe(self) -> str:

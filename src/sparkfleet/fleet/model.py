@@ -108,6 +108,8 @@ class ClusterView:
     work: tuple[RunningWork, ...] = ()
     # The latest reading of its Spark REST API; None when none was ever taken.
     load: LoadReading | None = None
+    # When batch work last ended there (monotonic seconds): a pipeline's next query follows at once.
+    batch_ended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,7 +150,10 @@ class Admission:
     def release(self, cluster_id: str, query_id: str) -> None:
         """The query's attempt on ``cluster_id`` ended: its capacity is free for the next."""
         cluster = self.fleet.get(cluster_id)
-        if cluster is not None and cluster.work.pop(query_id, None) is not None:
+        work = cluster.work.pop(query_id, None) if cluster is not None else None
+        if work is not None:
+            if work.profile is Profile.BATCH:
+                cluster.batch_ended_at = self.clock.monotonic()  # type: ignore[union-attr]
             self.changed()
 
     # ---- the pass ----------------------------------------------------------------------------------

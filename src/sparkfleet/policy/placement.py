@@ -39,6 +39,9 @@ class PlacementSettings:
     memory_fraction: float = 0.6
     # A load reading older than this is unknown, not idle.
     stale_after_s: float = 5.0
+    # Seconds after batch work ended on a cluster during which interactive work still avoids it: a
+    # pipeline sends its next query at once, and would land beside the interactive work.
+    batch_linger_s: float = 10.0
     # A cluster whose fresh reading shows this share of its heap in use is avoided when others can
     # take the query (heap in use includes garbage not yet collected: a preference, not a refusal).
     heap_pressure_fraction: float = 0.85
@@ -215,8 +218,9 @@ def _heap_pressed(cluster: ClusterView, now: float, settings: PlacementSettings)
 
 def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
+    lingering = cluster.batch_ended_at is not None and now - cluster.batch_ended_at < settings.batch_linger_s
     return (
-        len(_batch_work(cluster)) > 0,  # never share cores with batch work when avoidable
+        len(_batch_work(cluster)) > 0 or lingering,  # never share cores with batch work when avoidable
         _heap_pressed(cluster, now, settings),
         busy == 2,
         _interactive_count(cluster) / cluster.size.cores >= 1,  # every core already has a query
@@ -231,8 +235,8 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
 def _batch_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
     work = sum(w.core_seconds for w in cluster.work) / cluster.size.cores
-    return (len(_batch_work(cluster)), _heap_pressed(cluster, now, settings), busy == 2, -cluster.size.cores, work,
-            cluster.id != request.home_cluster_id, busy, active, cluster.id)
+    return (len(_batch_work(cluster)), _heap_pressed(cluster, now, settings), busy == 2, -cluster.size.cores,
+            _interactive_count(cluster) > 0, work, cluster.id != request.home_cluster_id, busy, active, cluster.id)
 
 
 # ---- reasons ------------------------------------------------------------------------------------

@@ -50,7 +50,9 @@ def infer_profile(
     """The query's profile and the reason, in words."""
     if override is not None:
         return override, f"set by {PROFILE_CONF}"
-    if reclassified_as_batch:
+    # History of successful runs outranks the watchdog's one observation (which may have been a
+    # cold cluster or a loaded machine): it says what the workload really costs.
+    if reclassified_as_batch and (estimate is None or estimate.source != "history"):
         return Profile.BATCH, "this workload ran far past its estimate before"
     cost = estimate.cost_class if estimate is not None else CostClass.SMALL
     if cost is CostClass.LARGE:
