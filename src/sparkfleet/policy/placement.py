@@ -235,10 +235,8 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
 def _batch_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
     work = sum(w.core_seconds for w in cluster.work) / cluster.size.cores
-    # A pipeline stays on its cluster (interactive work learns to avoid it); among the others, it
-    # prefers one without interactive work.
     return (len(_batch_work(cluster)), _heap_pressed(cluster, now, settings), busy == 2, -cluster.size.cores,
-            cluster.id != request.home_cluster_id, _interactive_count(cluster) > 0, work, busy, active, cluster.id)
+            _interactive_count(cluster) > 0, work, cluster.id != request.home_cluster_id, busy, active, cluster.id)
 
 
 # ---- reasons ------------------------------------------------------------------------------------
