@@ -127,7 +127,7 @@ class Sparkfleet:
             s.gateway.queue_wait_s,
         )
         operations.on_finished(lambda op: router.release(op.cluster_id, op.id))
-        self.metrics.queued.set_function(lambda: len(router.admission.waiting()))
+        self.metrics.queued.set_function(router.admission.queued_count)
         router.admission.on_wait(operations.note_waiting)
         operations.on_placed(self._count_placement)
         self.workloads = WorkloadObserver(self.db, self.fleet, self.clock, placement.load_poll_s)

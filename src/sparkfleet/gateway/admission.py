@@ -68,7 +68,6 @@ class Admission:
     queue_wait_s: float = 3600.0  # clusters exist but none admits the query
     _waiters: list[_Waiter] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
-    _listeners: list[Callable[[], None]] = field(default_factory=list)
     _wait_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -91,9 +90,8 @@ class Admission:
         """Called with (query id, reason) whenever a waiting query's reason for waiting changes."""
         self._wait_listeners.append(listener)
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Called after every pass that placed something (e.g. to update metrics)."""
-        self._listeners.append(listener)
+    def queued_count(self) -> int:
+        return len(self._waiters)
 
     # ---- entering and leaving --------------------------------------------------------------------
 
@@ -160,7 +158,6 @@ class Admission:
 
     def changed(self) -> None:
         """Re-evaluate every waiting query, in order, against the fleet as it is now."""
-        placed = False
         for waiter in sorted(self._waiters, key=lambda w: w.priority):
             if waiter.future.done():
                 continue
@@ -171,7 +168,6 @@ class Admission:
                 assert cluster is not None
                 self._reserve(cluster, waiter, now)
                 waiter.future.set_result(decision)
-                placed = True
             else:
                 if isinstance(decision, Queue) and not waiter.queued:
                     waiter.queued = True
@@ -180,9 +176,6 @@ class Admission:
                     waiter.reason = decision.reason
                     for wait_listener in self._wait_listeners:
                         wait_listener(waiter.query_id, decision.reason)
-        if placed:
-            for listener in self._listeners:
-                listener()
 
     @staticmethod
     def _reserve(cluster: Cluster, waiter: _Waiter, now: float) -> None:

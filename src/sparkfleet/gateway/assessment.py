@@ -49,14 +49,17 @@ class QueryAssessor:
         """The plan's workload fingerprint and expected cost (history first, else the plan's)."""
         if self._sizer is None:
             return "", None
-        summary = with_temp_views(summarize_plan(plan), temp_view_plans(session))
+        summary = summarize_plan(plan)
+        if any(scan.kind == "table" for scan in summary.scans):  # maybe a temp view: look through it
+            summary = with_temp_views(summary, temp_view_plans(session))
         workload = fingerprint(plan)
         sizes = self._sizer.sizes(summary.scans, current_database(session) or "default")
         static = estimate_static(summary, sizes)
         observed = self._history(workload) if self._history is not None else None
         return workload, best_estimate(static, observed)
 
-    def assess(self, session: VirtualSession, plan: bytes | memoryview, intent: Any) -> QueryTraits:
+    def assess(self, session: VirtualSession, plan: bytes | memoryview, intent: Any, label: str = "") -> QueryTraits:
+        """``label``: the plan's kind as query records show it (``relation``, ``sql_command``...)."""
         workload, estimate = "", None
         try:
             workload, estimate = self.estimate(session, plan)
@@ -70,7 +73,11 @@ class QueryAssessor:
             workload in self.reclassified,
             writes=getattr(intent, "kind", "") == "write",
         )
-        return QueryTraits(workload, profile, why, estimate)
+        kind = getattr(intent, "kind", "")
+        # SET, temp views, UDFs, variables, and spark.sql() of a query (which returns the relation
+        # its DataFrame then runs): Spark analyses them and runs no job.
+        runs_job = not (kind == "session_state" or (label == "sql_command" and kind == "read"))
+        return QueryTraits(workload, profile, why, estimate, runs_job)
 
 
 def temp_view_plans(session: VirtualSession) -> dict[str, bytes]:

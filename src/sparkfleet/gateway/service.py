@@ -9,7 +9,6 @@ a twin of the session and merge the answers.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import uuid
 from pathlib import Path
@@ -136,13 +135,9 @@ class SparkConnectService:
         if len(plan) > _ASSESS_INLINE_BYTES:
             # Reading a big plan takes ~20 us per message in it: off the event loop, so that other
             # sessions' requests are not held up meanwhile.
-            traits = await asyncio.to_thread(self.assessor.assess, session, bytes(plan), intent)
+            traits = await asyncio.to_thread(self.assessor.assess, session, bytes(plan), intent, shape.label)
         else:
-            traits = self.assessor.assess(session, plan, intent)
-        if intent.kind == "session_state" or (shape.label == "sql_command" and intent.kind == "read"):
-            # SET, temp views, UDFs, variables, and spark.sql() of a query (which returns the
-            # relation its DataFrame then runs): Spark analyses them and runs no job.
-            traits = dataclasses.replace(traits, runs_job=False)
+            traits = self.assessor.assess(session, plan, intent, shape.label)
         op = self.r.operations.started(operation_id, session.key, shape.label, intent.description, traits)
         op.request, op.intent = request, intent
         # Commands, and relations Spark runs eagerly (SQL text, spark.catalog calls), may change state.

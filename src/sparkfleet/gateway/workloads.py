@@ -10,6 +10,7 @@ policy; a change in busy task slots re-evaluates the queries waiting for a clust
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Callable
 
@@ -84,16 +85,14 @@ class WorkloadObserver:
             log.warning("could not read the cost of query %s from %s", run.query_id, url, exc_info=True)
             metrics = None
         if metrics is not None:
-            run = WorkloadRun(
-                **{
-                    **{f: getattr(run, f) for f in run.__dataclass_fields__},
-                    "task_ms": metrics.task_ms,
-                    "cpu_ms": metrics.cpu_ms,
-                    "peak_execution_memory": metrics.peak_execution_memory,
-                    "spilled_bytes": metrics.spilled_bytes,
-                    "shuffle_bytes": metrics.shuffle_bytes,
-                    "input_bytes": metrics.input_bytes,
-                }
+            run = dataclasses.replace(
+                run,
+                task_ms=metrics.task_ms,
+                cpu_ms=metrics.cpu_ms,
+                peak_execution_memory=metrics.peak_execution_memory,
+                spilled_bytes=metrics.spilled_bytes,
+                shuffle_bytes=metrics.shuffle_bytes,
+                input_bytes=metrics.input_bytes,
             )
         record_run(self._db, run)
         self._costs.pop(run.fingerprint, None)  # read afresh, with this run, next time
