@@ -236,3 +236,19 @@ def test_batch_work_prefers_a_cluster_without_interactive_work() -> None:
     fleet = FleetSnapshot((view("a", work(Profile.INTERACTIVE, 0.01)), view("b"), view("c")))
     decision = place_query(request(Profile.BATCH, estimate(50), home="a"), fleet, NOW)
     assert isinstance(decision, RunOn) and decision.cluster_id in {"b", "c"}
+
+
+def test_a_pipelines_next_query_stays_home_though_the_last_reading_still_shows_its_tasks() -> None:
+    import dataclasses
+
+    # The reading of "a" was taken while the previous ETL query still ran; it ended after it.
+    before_the_end = LoadReading(NOW - 1, active_tasks=1, task_slots=1)
+    home = dataclasses.replace(view("a", load=before_the_end), batch_ended_at=NOW - 0.2, work_ended_at=NOW - 0.2)
+    busy_with_interactive = view("b", work(Profile.INTERACTIVE, 0.1), load=LoadReading(NOW - 1, 0, 1))
+    decision = place_query(request(Profile.BATCH, estimate(50), home="a"), FleetSnapshot((home, busy_with_interactive)), NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "a"
+    assert "load reading unknown" in decision.reason
+    # A reading taken after the end is trusted again.
+    after_the_end = dataclasses.replace(home, load=LoadReading(NOW - 0.1, active_tasks=0, task_slots=1))
+    decision = place_query(request(Profile.BATCH, estimate(50), home="a"), FleetSnapshot((after_the_end, busy_with_interactive)), NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "a" and "1 of 1 task slot(s) free" in decision.reason

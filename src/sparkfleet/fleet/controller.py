@@ -52,6 +52,8 @@ class Cluster:
     load: LoadReading | None = None
     # When batch work last ended here (monotonic seconds), if ever.
     batch_ended_at: float | None = None
+    # When any work last ended here (monotonic seconds), if ever.
+    work_ended_at: float | None = None
     sessions: set[str] = field(default_factory=set)
     lost_reason: str = ""
 
@@ -78,6 +80,7 @@ class Cluster:
             work=tuple(self.work.values()),
             load=self.load,
             batch_ended_at=self.batch_ended_at,
+            work_ended_at=self.work_ended_at,
         )
 
     def describe(self) -> str:

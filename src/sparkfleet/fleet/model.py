@@ -110,6 +110,8 @@ class ClusterView:
     load: LoadReading | None = None
     # When batch work last ended there (monotonic seconds): a pipeline's next query follows at once.
     batch_ended_at: float | None = None
+    # When any work last ended there: a load reading taken before it no longer says what runs now.
+    work_ended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,8 +150,10 @@ class Admission:
         cluster = self.fleet.get(cluster_id)
         work = cluster.work.pop(query_id, None) if cluster is not None else None
         if work is not None:
+            now = self.clock.monotonic()
+            cluster.work_ended_at = now  # type: ignore[union-attr]
             if work.profile is Profile.BATCH:
-                cluster.batch_ended_at = self.clock.monotonic()  # type: ignore[union-attr]
+                cluster.batch_ended_at = now  # type: ignore[union-attr]
             self.changed()
 
     # ---- the pass ----------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ of itself when it is fresh). Rules, in order:
    cluster stays free of batch work whenever the pool has two or more), and each cluster admits
    work only within its memory budget and its concurrency limits.
 3. Among clusters that admit the query, interactive work goes where no batch work runs and the
-   fewest interactive queries share a core; batch work goes where the least work runs. The
+   fewest interactive queries share a core; batch work goes where no interactive work runs and the
+   least work runs. The
    session's home cluster wins ties (its state is there already).
 4. Nothing admits it: queue (re-evaluated whenever the fleet changes). No ready cluster at all:
    wait for capacity.
@@ -194,8 +195,13 @@ def _refusal(
 
 
 def _fresh_load(cluster: ClusterView, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
+    """The cluster's load reading if it still says what runs there: not stale, and not taken
+    before work last ended there (it would count the tasks of a query that is over, and a
+    pipeline sends its next query well within one polling interval)."""
     load = cluster.load
     if load is None or now - load.observed_at > settings.stale_after_s:
+        return None
+    if cluster.work_ended_at is not None and load.observed_at < cluster.work_ended_at:
         return None
     return load
 
@@ -235,8 +241,8 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
 def _batch_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
     work = sum(w.core_seconds for w in cluster.work) / cluster.size.cores
-    return (len(_batch_work(cluster)), _heap_pressed(cluster, now, settings), busy == 2, -cluster.size.cores,
-            _interactive_count(cluster) > 0, work, cluster.id != request.home_cluster_id, busy, active, cluster.id)
+    return (len(_batch_work(cluster)), _heap_pressed(cluster, now, settings), _interactive_count(cluster) > 0,
+            busy == 2, -cluster.size.cores, work, cluster.id != request.home_cluster_id, busy, active, cluster.id)
 
 
 # ---- reasons ------------------------------------------------------------------------------------
