@@ -32,6 +32,9 @@ from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.sessions import SessionRegistry
 from sparkfleet.gateway.watchdog import Watchdog
 from sparkfleet.gateway.workloads import WorkloadObserver
+from sparkfleet.fleet.cpu_control import can_restore_priority
+from sparkfleet.fleet.cpu_sharing import CpuSharer
+from sparkfleet.policy.cpu_share import CpuShareSettings
 from sparkfleet.policy.watchdog import WatchdogSettings
 from sparkfleet.store.history import WorkloadRun
 from sparkfleet.store import Database
@@ -103,9 +106,13 @@ class Sparkfleet:
         if s.pool.catalog == "shared":
             self.catalog = SharedCatalog(data_dir, self.runtime, s.pool.start_timeout_s, s.pool.stop_timeout_s)
             cluster_conf = self.catalog.cluster_conf()
+        cpu_sharing = self._cpu_sharing_settings()
         self.fleet = FleetController(
-            s, provisioner, self.runtime, self.db, self.clock, self._progress, cluster_conf=cluster_conf
+            s, provisioner, self.runtime, self.db, self.clock, self._progress, cluster_conf=cluster_conf,
+            borrows_cpus=cpu_sharing.enabled,
         )
+        self.cpu_sharer = CpuSharer(self.fleet, self.clock, cpu_sharing)
+        self.fleet.on_state_change(lambda _cluster: self.cpu_sharer.refresh())
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()))
         artifacts = ArtifactStore(data_dir / "artifacts").open()
         self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts)
@@ -122,6 +129,7 @@ class Sparkfleet:
                 interactive_per_core=placement.interactive_per_core,
                 memory_fraction=placement.memory_fraction,
                 stale_after_s=placement.stale_after_s,
+                batch_linger_s=placement.batch_linger_s,
             ),
             s.gateway.max_queued,
             s.gateway.queue_wait_s,
@@ -129,6 +137,7 @@ class Sparkfleet:
         operations.on_finished(lambda op: router.release(op.cluster_id, op.id))
         self.metrics.queued.set_function(router.admission.queued_count)
         router.admission.on_wait(operations.note_waiting)
+        router.admission.on_work_change(self.cpu_sharer.refresh)
         operations.on_placed(self._count_placement)
         self.workloads = WorkloadObserver(self.db, self.fleet, self.clock, placement.load_poll_s)
         self.workloads.on_load_change(router.admission.changed)
@@ -150,7 +159,19 @@ class Sparkfleet:
         await self._grpc.start()
         self.workloads.start()
         self.watchdog.start()
+        self.cpu_sharer.start()
         await asyncio.gather(*([self.catalog.start(self._progress)] if self.catalog else []), self.fleet.start())
+
+    def _cpu_sharing_settings(self) -> CpuShareSettings:
+        """CPU sharing runs with workload placement, when this process may restore priorities."""
+        s = self.settings
+        wanted = s.placement.cpu_sharing and s.pool.placement == "workload" and s.pool.provisioner == "local"
+        if wanted and not can_restore_priority():
+            log.warning("CPU sharing is off: sparkfleet may not lower a nice value it raised (it needs root, "
+                        "CAP_SYS_NICE or RLIMIT_NICE >= 20); each cluster keeps to its own CPUs")
+            wanted = False
+        return CpuShareSettings(enabled=wanted, batch_nice=s.placement.batch_nice,
+                                batch_linger_s=s.placement.batch_linger_s)
 
     def _count_placement(self, op: Operation) -> None:
         traits = op.traits
@@ -208,6 +229,8 @@ class Sparkfleet:
             await self.watchdog.stop()
         if getattr(self, "workloads", None) is not None:
             await self.workloads.stop()
+        if getattr(self, "cpu_sharer", None) is not None:
+            await self.cpu_sharer.stop()
         if hasattr(self, "fleet"):
             await self.fleet.shutdown()
         if self.catalog is not None:

@@ -68,6 +68,9 @@ class PlacementSettings(_Strict):
     memory_fraction: float = Field(default=0.6, gt=0, le=1)
     # A cluster load reading older than this is unknown, not idle (seconds).
     stale_after_s: float = Field(default=5.0, gt=0)
+    # Seconds after batch work ended on a cluster during which it still counts as a pipeline's:
+    # interactive work keeps off it, and it keeps its batch CPU share.
+    batch_linger_s: float = Field(default=10.0, ge=0)
     # How often each cluster's Spark REST API is read for its load (seconds).
     load_poll_s: float = Field(default=1.0, gt=0)
     # Watchdog: an interactive query still running after this many seconds makes its workload batch.
@@ -75,6 +78,13 @@ class PlacementSettings(_Strict):
     # Watchdog: a query this many times slower than expected (after runaway_min_s) is a runaway.
     runaway_factor: float = Field(default=10.0, gt=1)
     runaway_min_s: float = Field(default=10.0, ge=0)
+    # Local clusters running only batch work also run on the other clusters' CPUs at the lowest
+    # priority (policy/cpu_share.py); interactive work borrows batch clusters' CPUs ahead of them.
+    # Needs permission to lower a nice value again (root or CAP_SYS_NICE); off without it, and
+    # off unless placement is "workload". Each cluster then runs twice its cores in task slots.
+    cpu_sharing: bool = True
+    # The nice value batch-only clusters run at.
+    batch_nice: int = Field(default=19, ge=1, le=19)
 
 
 class AdminSettings(_Strict):

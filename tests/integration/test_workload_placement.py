@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pyspark.errors import PySparkException
 
+from sparkfleet.fleet.cpu_control import autogroup_nice, process_tree_threads, thread_share
 from sparkfleet.gateway.queue_status import queue_info
 from sparkfleet.testing.process import (
     SparkfleetProcess,
@@ -22,6 +23,7 @@ clusters = ["S", "S"]
 
 [placement]
 interactive_budget_s = 6
+batch_linger_s = 2
 """
 # Long enough to still be running while the test looks; interrupted at the end.
 HEAVY = "select count(*) as n from range(0, 1000000000) a cross join range(0, 10000) b where (a.id + b.id) % 7 = 3"
@@ -202,3 +204,65 @@ def test_an_interactive_query_past_its_budget_makes_its_workload_batch(pool):
         finally:
             spark.interruptAll()
             again_thread.join(60)
+
+
+def _kernel_shares(pid: int) -> set[tuple[tuple[int, ...], int]]:
+    """(CPU set, nice) of every thread of a cluster's process tree, as the kernel has them."""
+    return {thread_share(tid) for tid in process_tree_threads(pid)}
+
+
+def _clusters(proc: SparkfleetProcess) -> dict[str, dict]:
+    return {c["id"]: c for c in proc.api("/api/clusters?history=0") if c["state"] == "ready"}
+
+
+def test_a_batch_cluster_borrows_idle_cpus_at_the_lowest_priority_and_gives_them_back(pool):
+    every_cpu = sorted({int(cpu) for c in _clusters(pool).values() for cpu in c["cpus"].split(",")})
+    with spark_session(pool.url) as etl, spark_session(pool.url) as analyst:
+        etl.conf.set("sparkfleet.profile", "batch")
+        analyst.conf.set("sparkfleet.profile", "interactive")
+        thread, box = run_in_thread(lambda: etl.sql(HEAVY).collect())
+        try:
+            heavy_id = _running_query(pool, etl)
+            clusters = _clusters(pool)
+            batch_id = next(c for c, row in clusters.items() if any(w["query_id"] == heavy_id for w in row["work"]))
+            [other_id] = [c for c in clusters if c != batch_id]
+
+            def shares_settled():  # the sharer sets them just after the placement
+                rows = _clusters(pool)
+                return rows if rows[batch_id]["cpu_share"] and rows[batch_id]["cpu_share"]["nice"] == 19 else None
+
+            rows = wait_until(shares_settled, 30, what="the batch cluster's CPU share")
+            batch, other = rows[batch_id], rows[other_id]
+            assert batch["cpu_share"]["cpus"] == every_cpu and "only batch work" in batch["cpu_share"]["reason"]
+            assert _kernel_shares(batch["pid"]) == {(tuple(every_cpu), 19)}
+            assert autogroup_nice(batch["pid"]) in (19, None)  # None: a kernel without autogroups
+            own = tuple(int(cpu) for cpu in other["cpus"].split(","))
+            assert other["cpu_share"] == {"cpus": list(own), "nice": 0, "reason": "idle: its own CPUs"}
+            assert _kernel_shares(other["pid"]) == {(own, 0)}
+
+            # An interactive query on the other cluster runs on its own CPUs and the batch
+            # cluster's, at normal priority, while it lasts.
+            slow, slow_box = run_in_thread(
+                lambda: analyst.range(0, 400_000_000, 1, 2).selectExpr("sum(id % 7)").collect())
+
+            def interactive_share():
+                share = _clusters(pool)[other_id]["cpu_share"]
+                return share if share and share["cpus"] == every_cpu else None
+
+            share = wait_until(interactive_share, 60, what="the interactive cluster's borrowed CPUs")
+            assert share["nice"] == 0 and "interactive work" in share["reason"]
+            slow.join(120)
+            assert slow_box["result"][0][0] == sum(i % 7 for i in range(7)) * (400_000_000 // 7) + sum(range(400_000_000 % 7))
+        finally:
+            etl.interruptAll()
+            thread.join(60)
+        assert "error" in box  # interrupted, as intended
+
+        def back_home():  # batch_linger_s after the batch work ended
+            row = _clusters(pool)[batch_id]
+            return row if row["cpu_share"]["nice"] == 0 else None
+
+        row = wait_until(back_home, 60, what="the batch cluster to return to its own CPUs")
+        own = tuple(int(cpu) for cpu in row["cpus"].split(","))
+        assert row["cpu_share"]["cpus"] == list(own)
+        assert _kernel_shares(row["pid"]) == {(own, 0)}

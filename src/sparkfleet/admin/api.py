@@ -66,6 +66,11 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
                 "active_tasks": load.active_tasks, "task_slots": load.task_slots,
                 "heap_used_bytes": load.heap_used_bytes, "heap_max_bytes": load.heap_max_bytes,
             }
+            # The CPUs its threads may run on now and their nice value (fleet/cpu_sharing.py).
+            share = app.cpu_sharer.share_of(row["id"]) if cluster else None
+            row["cpu_share"] = None if share is None else {
+                "cpus": list(share.cpus), "nice": share.nice, "reason": share.reason,
+            }
         return JSONResponse(rows)
 
     async def queue(request: Request) -> JSONResponse:

@@ -81,6 +81,7 @@ class Cluster:
             load=self.load,
             batch_ended_at=self.batch_ended_at,
             work_ended_at=self.work_ended_at,
+            cpus=self.cpus,
         )
 
     def describe(self) -> str:
@@ -98,8 +99,12 @@ class FleetController:
         clock: Clock,
         progress: ProgressCallback | None = None,
         cluster_conf: dict[str, str] | None = None,
+        borrows_cpus: bool = False,
     ) -> None:
         self._settings = settings
+        # Clusters may run on other clusters' idle CPUs (fleet/cpu_sharing.py): give them the
+        # task slots to use them.
+        self._borrows_cpus = borrows_cpus
         # Confs every cluster gets from sparkfleet itself (e.g. the shared catalog's address);
         # the pool's own spark_conf comes after them and wins.
         self._cluster_conf = dict(cluster_conf or {})
@@ -158,6 +163,7 @@ class FleetController:
             runtime=self._runtime,
             cpus=cluster.cpus,
             spark_conf={**self._cluster_conf, **self._settings.pool.spark_conf},
+            task_slots=max(size.cores, min(len(self._cpus), 2 * size.cores)) if self._borrows_cpus else None,
         )
         started_at = self._clock.monotonic()
         try:

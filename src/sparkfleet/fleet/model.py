@@ -112,6 +112,8 @@ class ClusterView:
     batch_ended_at: float | None = None
     # When any work last ended there: a load reading taken before it no longer says what runs now.
     work_ended_at: float | None = None
+    # The CPUs it owns (local clusters; empty when the provisioner does not pin CPUs).
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ class Admission:
     _waiters: list[_Waiter] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
     _wait_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+    _work_listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fleet.on_state_change(lambda _cluster: self.changed())
@@ -89,6 +90,10 @@ class Admission:
     def on_wait(self, listener: Callable[[str, str], None]) -> None:
         """Called with (query id, reason) whenever a waiting query's reason for waiting changes."""
         self._wait_listeners.append(listener)
+
+    def on_work_change(self, listener: Callable[[], None]) -> None:
+        """Called whenever work is reserved on a cluster or released from it."""
+        self._work_listeners.append(listener)
 
     def queued_count(self) -> int:
         return len(self._waiters)
@@ -154,6 +159,8 @@ class Admission:
             cluster.work_ended_at = now  # type: ignore[union-attr]
             if work.profile is Profile.BATCH:
                 cluster.batch_ended_at = now  # type: ignore[union-attr]
+            for listener in self._work_listeners:
+                listener()
             self.changed()
 
     # ---- the pass ----------------------------------------------------------------------------------
@@ -179,8 +186,7 @@ class Admission:
                     for wait_listener in self._wait_listeners:
                         wait_listener(waiter.query_id, decision.reason)
 
-    @staticmethod
-    def _reserve(cluster: Cluster, waiter: _Waiter, now: float) -> None:
+    def _reserve(self, cluster: Cluster, waiter: _Waiter, now: float) -> None:
         traits = waiter.traits
         if traits is None or not traits.runs_job:
             return  # a metadata call: nothing to reserve
@@ -192,3 +198,5 @@ class Admission:
             estimate.memory_bytes if estimate else 0,
             now,
         )
+        for listener in self._work_listeners:
+            listener()

@@ -51,6 +51,9 @@ class ClusterSpec:
     runtime: Runtime
     cpus: tuple[int, ...]
     spark_conf: dict[str, str] = field(default_factory=dict)
+    # Tasks it runs at once (``local[N]``); None: one per core. More than its cores when it may
+    # borrow idle CPUs of other clusters (fleet/cpu_sharing.py).
+    task_slots: int | None = None
 
 
 @dataclass
@@ -154,7 +157,7 @@ class LocalProvisioner:
         cmd += [
             str(spec.runtime.spark_submit),
             "--class", SERVER_CLASS,
-            "--master", f"local[{spec.size.cores}]",
+            "--master", f"local[{spec.task_slots or spec.size.cores}]",
             "--driver-memory", f"{spec.size.memory_mb}m",
         ]
         for key, value in conf.items():
