@@ -141,6 +141,7 @@ class Sparkfleet:
         operations.on_placed(self._count_placement)
         self.workloads = WorkloadObserver(self.db, self.fleet, self.clock, placement.load_poll_s)
         self.workloads.on_load_change(router.admission.changed)
+        self.workloads.on_orphan_job_cancelled(self.metrics.orphan_jobs.inc)
         operations.on_finished(self._record_workload_run)
         self.assessor = build_assessor(self.workloads.observed, self.catalog.warehouse if self.catalog else None, self.clock)
         self.watchdog = Watchdog(

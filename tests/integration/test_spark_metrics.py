@@ -19,7 +19,9 @@ from sparkfleet.fleet.monitor import (
     fetch_app_id,
     fetch_query_metrics,
     fetch_utilisation,
+    kill_job,
     operation_job_tag,
+    running_jobs_of_operation,
     ui_base_url,
 )
 from sparkfleet.testing.direct import DirectServer
@@ -228,3 +230,49 @@ def test_the_poller_keeps_the_latest_reading_of_listed_clusters_only(ui: str) ->
             hung.close()
 
     _run(scenario())
+
+
+def test_a_running_job_is_found_by_its_operation_and_cancelled_through_the_ui(server: DirectServer, ui: str) -> None:
+    """What the gateway does to jobs an ended operation left running (gateway/workloads.py)."""
+    seen: list[str] = []
+
+    def progress(stages: Any, inflight_tasks: int, operation_id: str | None, done: bool) -> None:
+        if operation_id and operation_id not in seen:
+            seen.append(operation_id)
+
+    with spark_session(server.url) as spark:
+        spark.registerProgressHandler(progress)
+        failure: list[BaseException] = []
+
+        def endless_query() -> None:
+            try:
+                spark.range(0, 10**13, 1, 2).selectExpr("sum(hash(id))").collect()
+            except Exception as exc:  # noqa: BLE001 - the cancellation ends it
+                failure.append(exc)
+
+        runner = threading.Thread(target=endless_query, daemon=True)
+        runner.start()
+        try:
+            operation_id = _until(lambda: seen[0] if seen else None, 120, "the query's progress")
+
+            async def running() -> list[int]:
+                async with httpx.AsyncClient() as client:
+                    app_id = await fetch_app_id(ui, client=client)
+                    assert app_id is not None
+                    return await running_jobs_of_operation(ui, app_id, spark.session_id, operation_id, client=client)
+
+            job_ids = _until(lambda: _run(running()) or None, 60, "the query's running job")
+
+            async def kill() -> None:
+                async with httpx.AsyncClient() as client:
+                    for job_id in job_ids:
+                        assert await kill_job(ui, job_id, client=client)
+
+            _run(kill())
+            runner.join(60)
+            assert not runner.is_alive() and failure, "the query went on after its job was cancelled"
+            assert "cancel" in str(failure[0]).lower()
+            assert _until(lambda: [] if not _run(running()) else None, 30, "no running job") == []
+        finally:
+            spark.interruptAll()
+            runner.join(60)

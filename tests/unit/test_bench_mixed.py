@@ -130,8 +130,11 @@ def test_compare_gives_the_ratios_and_judges_both_goals() -> None:
     comparison = compare(
         {"a": latency(0.60), "b": latency(3.0), "c": latency(1.0), "d": latency(0.5)},
         {"a": throughput(0.95), "b": throughput(0.9), "c": throughput(1.0, per_min=4.0)},
+        {"a": 2.4, "b": 1.0, "c": 0.8, "d": 2.5},
     )
     values = {r.label: r.value for r in comparison.ratios}
+    assert values["interactive done (a) workload / (c) shared"] == pytest.approx(3.0)
+    assert values["interactive done (b) affinity / (c) shared"] == pytest.approx(1.25)
     assert values["interactive p95  (a) workload / (d) idle"] == pytest.approx(1.2)
     assert values["interactive p95  (b) affinity / (d) idle"] == pytest.approx(6.0)
     assert values["ETL work rate    (a) workload / (c) shared"] == pytest.approx(0.95)
@@ -144,6 +147,7 @@ def test_compare_gives_the_ratios_and_judges_both_goals() -> None:
 def test_goals_are_missed_beyond_their_bounds_and_unmeasured_without_a_phase() -> None:
     missed = compare({"a": latency(0.7), "d": latency(0.5)}, {"a": throughput(0.5), "c": throughput(1.0)})
     assert [g.met for g in missed.goals] == [False, False]
+    assert not any(r.label.startswith("interactive done") for r in missed.ratios)  # not given: not shown
     assert verdict_line(missed.goals[1]).endswith("= 0.50x (goal >= 0.9): missed")
     partial = compare({"a": latency(0.7)}, {"a": throughput(0.5)})
     assert [g.met for g in partial.goals] == [None, None]

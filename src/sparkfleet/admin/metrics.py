@@ -66,6 +66,10 @@ class Metrics:
         self.watchdog_actions = Counter(
             "sparkfleet_watchdog_actions", "Runaway queries acted on, by action", ["action"], registry=self.registry,
         )
+        self.orphan_jobs = Counter(
+            "sparkfleet_orphan_jobs_cancelled", "Spark jobs cancelled because the query that started them had "
+            "ended (interrupted or failed) while they ran on", registry=self.registry,
+        )
 
     def watch_fleet(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
         self.registry.register(_FleetCollector(clusters))

@@ -428,7 +428,9 @@ def report(out: Console, runs: Sequence[PhaseRun]) -> None:
                 problems.add_row(run.phase.key, e.client, e.query, e.error_class, str(e.count), e.example)
         out.print(problems)
 
-    comparison = compare(latency, throughput)
+    done_per_s = {run.phase.key: latency[run.phase.key].count / max(run.ended - run.measured_from, 1e-9)
+                  for run in runs}
+    comparison = compare(latency, throughput, done_per_s)
     ratios = Table(title="ratios (phases of this run)")
     ratios.add_column("ratio")
     ratios.add_column("value", justify="right")

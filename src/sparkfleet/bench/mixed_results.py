@@ -199,9 +199,12 @@ class Comparison:
     goals: list[Ratio]  # the two goal lines of issue 4
 
 
-def compare(latency: Mapping[str, LatencySummary], throughput: Mapping[str, Throughput]) -> Comparison:
+def compare(latency: Mapping[str, LatencySummary], throughput: Mapping[str, Throughput],
+            interactive_per_s: Mapping[str, float] | None = None) -> Comparison:
     """Ratios between phases keyed "a" (workload placement), "b" (session affinity), "c" (one
-    shared cluster) and "d" (idle fleet); missing phases give NaN."""
+    shared cluster) and "d" (idle fleet); missing phases give NaN. ``interactive_per_s``: the
+    interactive queries each phase completed per second, the other half of the machine's work
+    (ETL done on a shared cluster is partly bought by starving the interactive clients)."""
     nan_latency = LatencySummary(0, 0, math.nan, math.nan, math.nan)
     nan_throughput = Throughput(0, 0, 0.0, math.nan, math.nan)
     p95 = {k: latency.get(k, nan_latency).p95_s for k in "abcd"}
@@ -220,6 +223,12 @@ def compare(latency: Mapping[str, LatencySummary], throughput: Mapping[str, Thro
         Ratio("ETL queries/min  (a) workload / (c) shared", ratio(per_min["a"], per_min["c"])),
         Ratio("ETL queries/min  (b) affinity / (c) shared", ratio(per_min["b"], per_min["c"])),
     ]
+    if interactive_per_s is not None:
+        done = {k: interactive_per_s.get(k, math.nan) for k in "abcd"}
+        ratios += [
+            Ratio("interactive done (a) workload / (c) shared", ratio(done["a"], done["c"])),
+            Ratio("interactive done (b) affinity / (c) shared", ratio(done["b"], done["c"])),
+        ]
     p95_ratio = ratio(p95["a"], p95["d"])
     work_ratio = ratio(work["a"], work["c"])
     goals = [

@@ -18,6 +18,7 @@ from pathlib import Path
 
 _PROC = Path("/proc")
 _CAP_SYS_NICE = 23
+_MAX_PASSES = 5
 
 
 def can_restore_priority() -> bool:
@@ -62,16 +63,24 @@ def process_tree_threads(pid: int) -> list[int]:
 def apply_cpu_share(pid: int, cpus: tuple[int, ...], nice: int) -> int:
     """Pin every thread of ``pid``'s tree to ``cpus`` at ``nice``; how many threads were set.
 
-    Threads that exit meanwhile are skipped. Raises PermissionError when the priority cannot be
-    set (the caller turns sharing off)."""
+    A thread started while the threads are being set may inherit the old share from a thread not
+    set yet: the tree is listed again until a pass finds no thread it has not set. Threads that
+    exit meanwhile are skipped. Raises PermissionError when the priority cannot be set (the
+    caller turns sharing off)."""
+    done: set[int] = set()
     changed = 0
-    for tid in process_tree_threads(pid):
-        try:
-            os.sched_setaffinity(tid, cpus)
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-        except ProcessLookupError:
-            continue
-        changed += 1
+    for _ in range(_MAX_PASSES):
+        pending = [tid for tid in process_tree_threads(pid) if tid not in done]
+        if not pending:
+            break
+        for tid in pending:
+            done.add(tid)
+            try:
+                os.sched_setaffinity(tid, cpus)
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except ProcessLookupError:
+                continue
+            changed += 1
     if changed:
         _set_autogroup_nice(pid, nice)
     return changed

@@ -18,6 +18,9 @@ from sparkfleet.policy.cpu_share import CpuShare, CpuShareSettings, plan_cpu_sha
 log = logging.getLogger(__name__)
 
 _RECHECK_S = 1.0
+# Every cluster's share is set again this often even when unchanged: a thread that escaped a pass
+# (started by one not set yet) gets it within this time.
+_REASSERT_S = 5.0
 
 
 class CpuSharer:
@@ -30,6 +33,7 @@ class CpuSharer:
         self._pass: asyncio.Task[None] | None = None
         self._again = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._reasserted_at = 0.0
 
     @property
     def settings(self) -> CpuShareSettings:
@@ -63,14 +67,18 @@ class CpuSharer:
     async def _apply_plan(self) -> None:
         while True:
             self._again = False
-            plan = plan_cpu_shares(self._fleet.snapshot().clusters, self._clock.monotonic(), self._settings)
+            now = self._clock.monotonic()
+            plan = plan_cpu_shares(self._fleet.snapshot().clusters, now, self._settings)
+            reassert = now - self._reasserted_at >= _REASSERT_S
+            if reassert:
+                self._reasserted_at = now
             changes = []
             for cluster_id, share in plan.items():
                 cluster = self._fleet.get(cluster_id)
                 if cluster is None or cluster.handle is None:
                     continue
                 pid = cluster.handle.pid
-                if self._applied.get(cluster_id) != (pid, share):
+                if reassert or self._applied.get(cluster_id) != (pid, share):
                     changes.append((cluster_id, pid, share))
             for cluster_id in set(self._applied) - set(plan):
                 del self._applied[cluster_id]  # stopped or lost

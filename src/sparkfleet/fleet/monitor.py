@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,6 +48,7 @@ DEFAULT_SETTLE_TIMEOUT_S = 2.0
 _SETTLE_RETRY_S = 0.1
 _MAX_PARALLEL_REQUESTS = 8
 _STAGE_READS_AT_ONCE = 2
+_CSRF_TOKEN = re.compile(r'name="csrfToken" value="([0-9A-Za-z_-]+)"')
 _UNSETTLED_JOB = frozenset({"RUNNING", "UNKNOWN"})
 _UNSETTLED_STAGE = frozenset({"ACTIVE", "PENDING"})
 
@@ -187,6 +189,38 @@ async def _operation_jobs(
         return []
     every_job = await asyncio.to_thread(json.loads, response.content)
     return [j for j in every_job if is_job_of_operation(j.get("jobTags", ()), session_id, operation_id)]
+
+
+async def running_jobs_of_operation(
+    ui_base_url: str, app_id: str, session_id: str, operation_id: str, *, client: httpx.AsyncClient,
+    request_timeout_s: float = QUERY_METRICS_REQUEST_TIMEOUT_S,
+) -> list[int]:
+    """Ids of the operation's Spark jobs that are still running."""
+    jobs = await _operation_jobs(client, f"{ui_base_url}/api/v1/applications/{app_id}", session_id, operation_id,
+                                 request_timeout_s)
+    return sorted(int(j["jobId"]) for j in jobs if j.get("status") == "RUNNING")
+
+
+async def kill_job(ui_base_url: str, job_id: int, *, client: httpx.AsyncClient,
+                   request_timeout_s: float = QUERY_METRICS_REQUEST_TIMEOUT_S) -> bool:
+    """Cancel a running Spark job as the UI's kill link does; False if the UI shows no such link.
+
+    The link is a form POST (``spark.ui.killEnabled``, on by default); Spark 4.3 requires the
+    form's CSRF token, which the jobs page carries in each running job's kill form."""
+    page = await client.get(f"{ui_base_url}/jobs/", timeout=_timeout(request_timeout_s))
+    page.raise_for_status()
+    form = {"id": str(job_id)}
+    token = _CSRF_TOKEN.search(page.text)
+    if token is not None:
+        form["csrfToken"] = token.group(1)
+    elif f'name="id" value="{job_id}"' not in page.text:
+        return False  # not running any more (or the UI does not allow killing)
+    response = await client.post(f"{ui_base_url}/jobs/job/kill/", data=form,
+                                 timeout=_timeout(request_timeout_s), follow_redirects=False)
+    if response.status_code >= 400:
+        raise httpx.HTTPStatusError(f"kill job {job_id}: HTTP {response.status_code}", request=response.request,
+                                    response=response)
+    return True
 
 
 async def _stage_attempts(

@@ -4,7 +4,8 @@ After an ExecutePlan ends, its cost (task time, CPU, peak execution memory, spil
 input) is read from its cluster's Spark REST API in the background and recorded under the
 query's workload fingerprint; the next estimate of that workload uses it. Meanwhile every
 cluster's load is read every ``poll_s`` seconds and copied onto the cluster for the placement
-policy; a change in busy task slots re-evaluates the queries waiting for a cluster.
+policy; a change in busy task slots re-evaluates the queries waiting for a cluster. Spark jobs
+an interrupted or failed query left running are cancelled (``_reap_jobs``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import httpx
 from sparkfleet.clock import Clock
 from sparkfleet.fleet.controller import Cluster, FleetController
 from sparkfleet.fleet.model import ALIVE, LoadReading
-from sparkfleet.fleet.monitor import ClusterLoadPoller, fetch_app_id, fetch_query_metrics, ui_base_url
+from sparkfleet.fleet.monitor import (
+    ClusterLoadPoller,
+    fetch_app_id,
+    fetch_query_metrics,
+    kill_job,
+    running_jobs_of_operation,
+    ui_base_url,
+)
 from sparkfleet.plan.cost import ObservedCost
 from sparkfleet.store import Database
 from sparkfleet.store.history import WorkloadRun, observed_cost, record_run
@@ -28,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _MAX_CACHED_FINGERPRINTS = 50_000
 _COST_READS_AT_ONCE = 2
+# Seconds after an operation ended, and between, at which its still-running jobs are cancelled.
+_REAP_AFTER_S = (3.0, 10.0)
 
 
 class WorkloadObserver:
@@ -41,11 +51,13 @@ class WorkloadObserver:
         self._app_ids: dict[str, str] = {}
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reapers: set[asyncio.Task[None]] = set()  # cancelled at stop: they only wait and check
         self._copier: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
         # Costs are read after the fact, a few at a time: a burst of finished queries must not
         # flood the clusters' UIs (they accept few connections at once).
         self._reading = asyncio.Semaphore(_COST_READS_AT_ONCE)
+        self._reaped_listeners: list[Callable[[], None]] = []
 
     # ---- workload history ----------------------------------------------------------------------
 
@@ -64,10 +76,43 @@ class WorkloadObserver:
         handle = cluster.handle if cluster is not None else None
         if run.outcome != "succeeded" or handle is None:
             record_run(self._db, run)
+            if handle is not None:
+                self._spawn(self._reap_jobs(handle.ui_port, cluster.id, run.query_id, session_id),  # type: ignore[union-attr]
+                            self._reapers)
             return
-        task = asyncio.get_running_loop().create_task(self._measure(handle.ui_port, cluster.id, run, session_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._measure(handle.ui_port, cluster.id, run, session_id))
+
+    def _spawn(self, coro, tasks: set[asyncio.Task[None]] | None = None) -> None:  # type: ignore[no-untyped-def]
+        tasks = self._tasks if tasks is None else tasks
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _reap_jobs(self, ui_port: int, cluster_id: str, query_id: str, session_id: str) -> None:
+        """Cancel Spark jobs an ended (interrupted, failed) operation left running.
+
+        Spark cancels an interrupted operation's jobs by tag, once: a job the query submits just
+        after (adaptive execution starts stages from other threads) runs on with nobody to read
+        it, holding the cluster's task slots for as long as it takes (measured: a cross join
+        interrupted between its broadcast and its main stage ran on for minutes). Jobs of the
+        operation still running a little after it ended are cancelled through the Spark UI."""
+        url = ui_base_url(ui_port)
+        for delay in _REAP_AFTER_S:
+            await asyncio.sleep(delay)
+            try:
+                client = self._http()
+                app_id = self._app_ids.get(cluster_id) or await fetch_app_id(url, client=client)
+                if not app_id:
+                    return
+                self._app_ids[cluster_id] = app_id
+                for job_id in await running_jobs_of_operation(url, app_id, session_id, query_id, client=client):
+                    if await kill_job(url, job_id, client=client):
+                        log.warning("cancelled Spark job %d of ended query %s on cluster %s: it was still running",
+                                    job_id, query_id, cluster_id)
+                        for listener in self._reaped_listeners:
+                            listener()
+            except (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+                log.debug("could not check query %s's jobs on %s: %r", query_id, cluster_id, exc)
 
     async def _measure(self, ui_port: int, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
         url = ui_base_url(ui_port)
@@ -103,6 +148,9 @@ class WorkloadObserver:
         return self._client
 
     # ---- cluster load --------------------------------------------------------------------------
+
+    def on_orphan_job_cancelled(self, listener: Callable[[], None]) -> None:
+        self._reaped_listeners.append(listener)
 
     def on_load_change(self, listener: Callable[[], None]) -> None:
         """Called when a cluster's busy task slots change (e.g. to re-evaluate waiting queries)."""
@@ -144,6 +192,9 @@ class WorkloadObserver:
             self._copier.cancel()
             await asyncio.gather(self._copier, return_exceptions=True)
         await self._poller.stop()
+        for reaper in list(self._reapers):
+            reaper.cancel()
+        await asyncio.gather(*self._reapers, return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._client is not None:
