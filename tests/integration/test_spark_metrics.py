@@ -94,6 +94,21 @@ def _until(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def _endless_query(spark: Any, partitions: int) -> tuple[threading.Thread, list[BaseException]]:
+    """A query that runs until it is interrupted or cancelled, in a thread; what ended it lands in the list."""
+    failure: list[BaseException] = []
+
+    def endless_query() -> None:
+        try:
+            spark.range(0, 10**13, 1, partitions).selectExpr("sum(hash(id))").collect()
+        except Exception as exc:  # noqa: BLE001 - the interruption ends it
+            failure.append(exc)
+
+    runner = threading.Thread(target=endless_query, daemon=True)
+    runner.start()
+    return runner, failure
+
+
 # ---- the cost of one operation ------------------------------------------------------------------
 
 
@@ -166,16 +181,7 @@ def test_load_shows_running_tasks_and_then_none(server: DirectServer, ui: str) -
     assert idle.execution_memory_bytes is not None
 
     with spark_session(server.url) as spark:
-        failure: list[BaseException] = []
-
-        def endless_query() -> None:  # runs until interrupted
-            try:
-                spark.range(0, 10**13, 1, 8).selectExpr("sum(hash(id))").collect()
-            except Exception as exc:  # noqa: BLE001 - the interruption ends it
-                failure.append(exc)
-
-        runner = threading.Thread(target=endless_query, daemon=True)
-        runner.start()
+        runner, failure = _endless_query(spark, partitions=8)
         try:
             busy = _until(lambda: _load_where(ui, clock, lambda r: r.active_tasks > 0), 120, "running tasks")
             assert busy.active_tasks <= busy.task_slots
@@ -242,16 +248,7 @@ def test_a_running_job_is_found_by_its_operation_and_cancelled_through_the_ui(se
 
     with spark_session(server.url) as spark:
         spark.registerProgressHandler(progress)
-        failure: list[BaseException] = []
-
-        def endless_query() -> None:
-            try:
-                spark.range(0, 10**13, 1, 2).selectExpr("sum(hash(id))").collect()
-            except Exception as exc:  # noqa: BLE001 - the cancellation ends it
-                failure.append(exc)
-
-        runner = threading.Thread(target=endless_query, daemon=True)
-        runner.start()
+        runner, failure = _endless_query(spark, partitions=2)
         try:
             operation_id = _until(lambda: seen[0] if seen else None, 120, "the query's progress")
 
