@@ -136,6 +136,8 @@ class Sparkfleet:
         )
         operations.on_finished(lambda op: router.release(op.cluster_id, op.id))
         self.metrics.queued.set_function(router.admission.queued_count)
+        self.metrics.oldest_queued.set_function(router.admission.oldest_wait_s)
+        router.admission.on_queue_wait(self.metrics.queue_wait.observe)
         router.admission.on_wait(operations.note_waiting)
         router.admission.on_work_change(self.cpu_sharer.refresh)
         operations.on_placed(self._count_placement)

@@ -39,10 +39,15 @@ def test_batch_waits_while_interactive_is_placed_and_a_release_places_it_at_once
     async def scenario() -> None:
         fleet = _fleet("a", "b")
         admission = Admission(fleet, clock)  # type: ignore[arg-type]
+        waits: list[float] = []
+        admission.on_queue_wait(waits.append)
         first = await admission.admit("etl-1", _request(BATCH), BATCH)
+        assert admission.oldest_wait_s() == 0.0 and waits == []  # placed at once: never queued
         second = asyncio.create_task(admission.admit("etl-2", _request(BATCH), BATCH))
         await _settle()
         assert not second.done()
+        clock.advance(7.0)
+        assert admission.oldest_wait_s() == pytest.approx(7.0)
         [(query, position, reason)] = admission.waiting()
         assert (query, position) == ("etl-2", 1) and "kept for interactive work" in reason
         assert admission.position("etl-2") == (1, reason)
@@ -54,6 +59,7 @@ def test_batch_waits_while_interactive_is_placed_and_a_release_places_it_at_once
         admission.release(first.cluster_id, "etl-1")
         await _settle()
         assert second.done() and admission.waiting() == []
+        assert waits == [pytest.approx(7.0)] and admission.oldest_wait_s() == 0.0
         placed = second.result()
         assert "etl-2" in fleet.get(placed.cluster_id).work  # type: ignore[union-attr]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -252,3 +254,18 @@ def test_a_pipelines_next_query_stays_home_though_the_last_reading_still_shows_i
     after_the_end = dataclasses.replace(home, load=LoadReading(NOW - 0.1, active_tasks=0, task_slots=1))
     decision = place_query(request(Profile.BATCH, estimate(50), home="a"), FleetSnapshot((after_the_end, busy_with_interactive)), NOW)
     assert isinstance(decision, RunOn) and decision.cluster_id == "a" and "1 of 1 task slot(s) free" in decision.reason
+
+
+def test_memory_spark_reports_in_use_counts_when_it_exceeds_the_estimates() -> None:
+    # "a" runs a query estimated at 100 MB, but Spark says its tasks hold 550 MB (budget: 614 MB).
+    holding = LoadReading(NOW - 1, active_tasks=1, task_slots=2, memory_in_use_bytes=550 * MB)
+    a = view("a", work(Profile.INTERACTIVE, 1.0, 100), load=holding)
+    b = view("b", work(Profile.INTERACTIVE, 1.0, 100, n=1))
+    decision = place_query(request(Profile.INTERACTIVE, estimate(0.5, 200)), FleetSnapshot((a, b)), NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "b"
+    # Only "a" left: the query waits, and the reason gives the memory Spark reported.
+    decision = place_query(request(Profile.INTERACTIVE, estimate(0.5, 200)), FleetSnapshot((a,)), NOW)
+    assert isinstance(decision, Queue) and "64 MB of its 614 MB memory budget free" in decision.reason
+    # A stale reading is not trusted: the estimates alone decide.
+    stale = view("a", work(Profile.INTERACTIVE, 1.0, 100), load=dataclasses.replace(holding, observed_at=NOW - 60))
+    assert isinstance(place_query(request(Profile.INTERACTIVE, estimate(0.5, 200)), FleetSnapshot((stale,)), NOW), RunOn)

@@ -59,6 +59,14 @@ class Metrics:
         self.queued = Gauge(
             "sparkfleet_queued_queries", "Queries waiting for a cluster that admits them", registry=self.registry
         )
+        self.queue_wait = Histogram(
+            "sparkfleet_queue_wait_seconds", "Seconds queued queries waited for a cluster that admits them",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=self.registry,
+        )
+        self.oldest_queued = Gauge(
+            "sparkfleet_queue_oldest_wait_seconds", "How long the longest-waiting queued query has waited",
+            registry=self.registry,
+        )
         self.placements = Counter(
             "sparkfleet_placements", "ExecutePlan operations placed on a cluster, by latency profile and "
             "estimated cost class", ["profile", "cost_class"], registry=self.registry,

@@ -92,6 +92,8 @@ class LoadReading:
     task_slots: int
     heap_used_bytes: int | None = None
     heap_max_bytes: int | None = None
+    # Execution memory held by running tasks (as of Spark's last heartbeat) plus cached blocks.
+    memory_in_use_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ class Admission:
     _seq: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
     _wait_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
     _work_listeners: list[Callable[[], None]] = field(default_factory=list)
+    _queue_wait_listeners: list[Callable[[float], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fleet.on_state_change(lambda _cluster: self.changed())
@@ -90,6 +91,15 @@ class Admission:
     def on_wait(self, listener: Callable[[str, str], None]) -> None:
         """Called with (query id, reason) whenever a waiting query's reason for waiting changes."""
         self._wait_listeners.append(listener)
+
+    def on_queue_wait(self, listener: Callable[[float], None]) -> None:
+        """Called with the seconds a queued query waited, when it is placed."""
+        self._queue_wait_listeners.append(listener)
+
+    def oldest_wait_s(self) -> float:
+        """How long the longest-queued query has waited so far (0 with an empty queue)."""
+        now = self.clock.monotonic()
+        return max((now - w.enqueued_at for w in self._waiters if w.queued), default=0.0)
 
     def on_work_change(self, listener: Callable[[], None]) -> None:
         """Called whenever work is reserved on a cluster or released from it."""
@@ -176,6 +186,9 @@ class Admission:
                 cluster = self.fleet.get(decision.cluster_id)
                 assert cluster is not None
                 self._reserve(cluster, waiter, now)
+                if waiter.queued:
+                    for placed_listener in self._queue_wait_listeners:
+                        placed_listener(now - waiter.enqueued_at)
                 waiter.future.set_result(decision)
             else:
                 if isinstance(decision, Queue) and not waiter.queued:

@@ -177,7 +177,9 @@ class WorkloadObserver:
                     continue
                 previous = cluster.load
                 cluster.load = LoadReading(
-                    load.observed_at, load.active_tasks, load.task_slots, load.heap_used_bytes, load.heap_max_bytes
+                    load.observed_at, load.active_tasks, load.task_slots, load.heap_used_bytes, load.heap_max_bytes,
+                    None if load.execution_memory_bytes is None
+                    else load.execution_memory_bytes + load.storage_used_bytes,
                 )
                 if previous is None or (previous.active_tasks >= previous.task_slots) != (
                     load.active_tasks >= load.task_slots

@@ -164,18 +164,27 @@ def _interactive_count(cluster: ClusterView) -> int:
     return sum(1 for w in cluster.work if w.profile is Profile.INTERACTIVE)
 
 
+def _memory_in_use(cluster: ClusterView, now: float, settings: PlacementSettings) -> int:
+    """What the work placed there is expected to hold, or what Spark says it holds, if more."""
+    expected = sum(w.memory_bytes for w in cluster.work)
+    load = _fresh_load(cluster, now, settings)
+    if cluster.work and load is not None and load.memory_in_use_bytes is not None:
+        return max(expected, load.memory_in_use_bytes)
+    return expected
+
+
 def _refusal(
     request: PlacementRequest, cluster: ClusterView, ready: list[ClusterView], now: float, settings: PlacementSettings
 ) -> str | None:
     """Why ``cluster`` cannot take the query now, or None if it can."""
     memory = _memory_of(request)
-    in_use = sum(w.memory_bytes for w in cluster.work)
+    in_use = _memory_in_use(cluster, now, settings)
     budget = _budget(cluster, settings)
     # A query bigger than the whole budget still runs on an otherwise empty cluster: refusing it
     # everywhere would queue it forever (a larger size class is the autoscaler's business).
     if memory and in_use + memory > budget and cluster.work:
         if in_use >= budget:
-            return f"has no memory budget left (~{_mb(in_use)} expected in use, budget {_mb(budget)})"
+            return f"has no memory budget left (~{_mb(in_use)} in use, budget {_mb(budget)})"
         return f"has {_mb(budget - in_use)} of its {_mb(budget)} memory budget free, the query needs ~{_mb(memory)}"
     if request.profile is Profile.BATCH:
         batch = _batch_work(cluster)
