@@ -52,6 +52,22 @@ def test_bulk_results_and_scripted_writes_are_batch() -> None:
     assert infer_profile(est(1), PERSON, writes=True)[0] is Profile.INTERACTIVE
 
 
+def test_the_client_type_names_a_pipeline_or_a_person() -> None:
+    # A fresh session (no gaps yet): what the client calls itself decides a medium query.
+    airflow = SessionActivity(client_type="Airflow/2.9 _SPARK_CONNECT_PYTHON spark/4.3.0 os/linux python/3.11")
+    notebook = SessionActivity(client_type="jupyter-lab _SPARK_CONNECT_PYTHON spark/4.3.0")
+    stock = SessionActivity(client_type="_SPARK_CONNECT_PYTHON spark/4.3.0 os/linux python/3.11.2")
+    assert infer_profile(est(20), airflow) == (Profile.BATCH, "medium-sized, from a pipeline client (airflow)")
+    assert infer_profile(est(20), notebook) == (Profile.INTERACTIVE, "medium-sized, from a notebook or BI client (jupyter)")
+    assert infer_profile(est(20), stock) == (Profile.INTERACTIVE, "medium-sized")
+    # Small reads stay interactive whoever asks; a pipeline's small write is batch.
+    assert infer_profile(est(1), airflow)[0] is Profile.INTERACTIVE
+    assert infer_profile(est(1), airflow, writes=True) == (Profile.BATCH, "write from a pipeline client (airflow)")
+    # A person's think time outweighs a pipeline-looking name.
+    thinking_airflow = SessionActivity(gaps_s=(12.0, 4.5, 30.0), client_type="airflow")
+    assert infer_profile(est(20), thinking_airflow)[0] is Profile.INTERACTIVE
+
+
 def test_a_reclassified_workload_is_batch() -> None:
     assert infer_profile(est(0.1), PERSON, reclassified_as_batch=True)[0] is Profile.BATCH
 

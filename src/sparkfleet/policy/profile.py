@@ -3,7 +3,8 @@
 Signals, strongest first: the session's ``sparkfleet.profile`` conf; the watchdog having seen this
 workload run far past its estimate; the query's expected cost; and how the session behaves — a
 person pauses to think between queries and reads small results, a script fires its next query
-the moment the last one ends and moves data in bulk.
+the moment the last one ends and moves data in bulk — and what client it is (the ``client_type``
+every Spark Connect request carries: a scheduler's or a notebook's name when they set one).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ _SCRIPT_GAP_S = 0.25  # below this, nobody read the result: a program is driving
 _THINKING_GAP_S = 1.0  # above this, somebody looked at it
 _LARGE_RESULT_BYTES = 64 * 1024 * 1024  # a result no person reads on a screen
 _RECENT = 8  # how many past queries of the session count
+# Words in a client_type that name what drives the session (matched case-insensitively).
+_PIPELINE_CLIENTS = ("airflow", "dagster", "prefect", "dbt", "luigi", "oozie", "spark-submit", "scheduler")
+_PERSON_CLIENTS = ("jupyter", "ipykernel", "ipython", "notebook", "zeppelin", "vscode", "superset", "tableau", "shell")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +66,28 @@ def infer_profile(
     scripted = len(gaps) >= 3 and statistics.median(gaps) < _SCRIPT_GAP_S
     thinking = len(gaps) >= 1 and statistics.median(gaps) >= _THINKING_GAP_S
     bulk = bool(results) and statistics.median(results) >= _LARGE_RESULT_BYTES
+    pipeline = _client_named(activity.client_type, _PIPELINE_CLIENTS)
+    person = _client_named(activity.client_type, _PERSON_CLIENTS)
     if cost is CostClass.MEDIUM:
         if writes:
             return Profile.BATCH, "medium-sized write"
         if scripted or bulk:
             return Profile.BATCH, "medium-sized, from a session that runs queries back to back"
+        if pipeline and not thinking:
+            return Profile.BATCH, f"medium-sized, from a pipeline client ({pipeline})"
+        if person:
+            return Profile.INTERACTIVE, f"medium-sized, from a notebook or BI client ({person})"
         return Profile.INTERACTIVE, "medium-sized, from a session with think time" if thinking else "medium-sized"
     if writes and scripted:
         return Profile.BATCH, "write from a session that runs queries back to back"
+    if writes and pipeline:
+        return Profile.BATCH, f"write from a pipeline client ({pipeline})"
     if bulk:
         return Profile.BATCH, "the session reads results in bulk"
     return Profile.INTERACTIVE, "small" if cost is CostClass.SMALL else "tiny"
+
+
+def _client_named(client_type: str, words: tuple[str, ...]) -> str:
+    """The first of ``words`` the client type names, or ""."""
+    lowered = client_type.lower()
+    return next((w for w in words if w in lowered), "")
