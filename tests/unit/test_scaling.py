@@ -1,0 +1,140 @@
+"""policy/scaling.py over synthetic fleets: budget, vertical and horizontal scaling, scale-in, modes."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sparkfleet.fleet.model import ClusterState, ClusterView, Profile, RunningWork, SizeClass
+from sparkfleet.policy.scaling import (
+    Budget,
+    ClusterFacts,
+    Demand,
+    DrainCluster,
+    Mode,
+    ScalingSettings,
+    StartCluster,
+    StopCluster,
+    plan_scaling,
+)
+
+MB = 1024 * 1024
+SIZES = (SizeClass("S", 1, 1024), SizeClass("M", 2, 2048), SizeClass("L", 4, 4096))
+BY_NAME = {s.name: s for s in SIZES}
+BUDGET = Budget(cores=8, memory_mb=8192)
+NOW = 10_000.0
+SETTINGS = ScalingSettings()
+
+
+def cluster(cid: str, size: str = "S", state: ClusterState = ClusterState.READY, busy: bool = False,
+            idle_for: float = 0.0, age: float = 3600.0, holds_state: bool = False) -> ClusterFacts:
+    work = (RunningWork(f"q-{cid}", Profile.BATCH, 10.0, 0, NOW - 1),) if busy else ()
+    view = ClusterView(cid, BY_NAME[size], "4.3.0", state, len(work), 0, work)
+    return ClusterFacts(view, started_at=NOW - age, idle_since=None if busy else NOW - idle_for, holds_state=holds_state)
+
+
+def waiting(qid: str, memory_mb: int = 0, waited: float = 10.0) -> Demand:
+    return Demand(qid, memory_mb * MB, waited)
+
+
+def plan(clusters, demand=(), mode=Mode.STANDARD, budget=BUDGET):  # type: ignore[no-untyped-def]
+    return plan_scaling(clusters, demand, SIZES, budget, mode, NOW, SETTINGS)
+
+
+# ---- properties --------------------------------------------------------------------------------
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> list[ClusterFacts]:
+    result = []
+    for n in range(draw(st.integers(0, 5))):
+        result.append(cluster(
+            f"c{n}", draw(st.sampled_from(list(BY_NAME))),
+            draw(st.sampled_from([ClusterState.READY, ClusterState.READY, ClusterState.STARTING,
+                                  ClusterState.DRAINING, ClusterState.LOST])),
+            busy=draw(st.booleans()), idle_for=draw(st.floats(0, 2000)), age=draw(st.floats(0, 4000)),
+            holds_state=draw(st.booleans()),
+        ))
+    return result
+
+
+demands = st.lists(st.builds(lambda i, m, w: waiting(f"q{i}", m, w), st.integers(0, 99), st.integers(0, 5000),
+                             st.floats(0, 100)), max_size=4)
+
+
+@given(fleets(), demands, st.sampled_from(Mode))
+def test_never_over_budget_never_stops_busy_young_or_stateful_clusters(clusters, demand, mode) -> None:
+    live = [c for c in clusters if c.view.state in (ClusterState.STARTING, ClusterState.READY, ClusterState.DRAINING)]
+    actions = plan(clusters, demand, mode)
+    stopped = {a.cluster_id for a in actions if isinstance(a, StopCluster)}
+    started = [BY_NAME[a.size] for a in actions if isinstance(a, StartCluster)]
+    after = [c.view.size for c in live if c.view.id not in stopped] + started
+    before_cores = sum(c.view.size.cores for c in live)
+    before_mb = sum(c.view.size.memory_mb for c in live)
+    if started:  # starting never takes the fleet over the budget (it may already be, by config)
+        assert sum(s.cores for s in after) <= max(BUDGET.cores, before_cores)
+        assert sum(s.memory_mb for s in after) <= max(BUDGET.memory_mb, before_mb)
+    by_id = {c.view.id: c for c in clusters}
+    for cid in stopped:
+        c = by_id[cid]
+        assert not c.view.work and not c.holds_state
+        if c.view.state is ClusterState.READY:
+            assert NOW - c.started_at >= SETTINGS.min_lifetime_s
+    assert len(stopped) == sum(isinstance(a, StopCluster) for a in actions)  # one action per cluster
+    assert plan(clusters, demand, mode) == actions  # deterministic
+    for a in actions:
+        assert a.reason
+
+
+# ---- examples ---------------------------------------------------------------------------------------
+
+
+def test_a_query_bigger_than_every_cluster_gets_a_larger_size() -> None:
+    actions = plan([cluster("s1", busy=True)], [waiting("big", memory_mb=1500, waited=0.1)])
+    assert actions == [StartCluster("L", actions[0].reason)]  # M holds ~1229 MB, L ~2458 MB
+    assert "query big needs ~1,500 MB" in actions[0].reason
+
+
+def test_waiting_queries_scale_out_after_the_modes_delay_and_not_twice() -> None:
+    busy = [cluster("s1", busy=True)]
+    assert plan(busy, [waiting("q", waited=1.0)], Mode.STANDARD) == []  # standard waits 5 s
+    assert isinstance(plan(busy, [waiting("q", waited=1.0)], Mode.PERFORMANCE)[0], StartCluster)
+    [start] = plan(busy, [waiting("q", waited=6.0), waiting("r", waited=5.5)], Mode.STANDARD)
+    assert start.size == "S" and "2 queries waiting, the oldest 6.0s" in start.reason
+    # A cluster that can take it is already starting: no second one.
+    assert plan(busy + [cluster("s2", state=ClusterState.STARTING)], [waiting("q", waited=60)]) == []
+
+
+def test_standard_scales_to_zero_after_sustained_idleness_only() -> None:
+    assert plan([cluster("s1", idle_for=30)]) == []
+    [stop] = plan([cluster("s1", idle_for=61)])
+    assert stop == StopCluster("s1", stop.reason) and "idle for 61s" in stop.reason
+    assert plan([cluster("s1", idle_for=600, age=10)]) == []  # younger than its minimum lifetime
+
+
+def test_performance_keeps_a_warm_idle_cluster_and_starts_one_when_there_is_none() -> None:
+    assert plan([cluster("s1", idle_for=5000)], mode=Mode.PERFORMANCE) == []
+    [start] = plan([cluster("s1", busy=True)], mode=Mode.PERFORMANCE)
+    assert start.size == "S" and "keeps 1 idle S cluster(s) warm" in start.reason
+    # A second idle cluster beyond the warm one goes after the (longer) performance idle time.
+    two = [cluster("s1", idle_for=700), cluster("s2", idle_for=650)]
+    assert [type(a) for a in plan(two, mode=Mode.PERFORMANCE)] == [StopCluster]
+
+
+def test_a_cluster_with_session_state_is_drained_then_stopped_when_released() -> None:
+    [drain] = plan([cluster("s1", idle_for=120, holds_state=True)])
+    assert isinstance(drain, DrainCluster) and "holds session state" in drain.reason
+    assert plan([cluster("s1", state=ClusterState.DRAINING, holds_state=True)]) == []
+    [stop] = plan([cluster("s1", state=ClusterState.DRAINING)])
+    assert isinstance(stop, StopCluster) and "drained" in stop.reason
+
+
+def test_idle_clusters_make_room_for_a_needed_larger_one_within_the_budget() -> None:
+    small_budget = Budget(cores=3, memory_mb=3072)
+    fleet = [cluster("s1", busy=True), cluster("s2", idle_for=1, age=100)]
+    actions = plan(fleet, [waiting("big", memory_mb=1100, waited=0.1)], budget=small_budget)
+    assert [type(a) for a in actions] == [StopCluster, StartCluster]
+    assert actions[0].cluster_id == "s2" and actions[1].size == "M"
+    # With the idle one busy too there is no room: nothing is started.
+    busy = [cluster("s1", busy=True), cluster("s2", busy=True)]
+    assert plan(busy, [waiting("big", memory_mb=1100, waited=0.1)], budget=small_budget) == []
