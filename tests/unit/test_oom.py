@@ -1,0 +1,69 @@
+"""policy/oom.py: the shapes in which Spark reports running out of memory, and the culprit session.
+
+The log excerpts are the lines a 1-core, 1 GiB local Spark Connect server (pyspark 4.3.0) wrote
+when a collect_list over 40 M rows in one group ran out of heap; only ids are shortened.
+"""
+
+from __future__ import annotations
+
+from sparkfleet.policy.oom import OOM_EXIT_STATUS, oom_culprit_sessions, oom_in_error, oom_in_exit
+
+CULPRIT = "53fff2b8-03d7-4e82-ad52-a9ca7d2ac669"
+VICTIM = "0b1c2d3e-0000-4000-8000-000000000001"
+
+LOG = f"""\
+26/12/01 23:12:27 INFO DAGScheduler: Submitting ShuffleMapStage 1 (MapPartitionsRDD[3] at Spark Connect - session_id: "{VICTIM}"
+plan {{
+26/12/01 23:12:27 INFO DAGScheduler: Final stage: ResultStage 2 (Spark Connect - session_id: "{CULPRIT}"
+plan {{
+  root {{
+    project {{
+      in...)
+26/12/01 23:12:27 INFO DAGScheduler: Submitting ResultStage 2 (MapPartitionsRDD[7] at Spark Connect - session_id: "{CULPRIT}"
+plan {{
+26/12/01 23:12:27 INFO Executor: Running task 0.0 in stage 2.0 (TID 4)
+26/12/01 23:12:31 ERROR Executor: Exception in task 0.0 in stage 2.0 (TID 4)
+java.lang.OutOfMemoryError: Java heap space
+26/12/01 23:12:31 ERROR SparkUncaughtExceptionHandler: Uncaught exception in thread Thread[Executor task launch worker for task 0.0 in stage 2.0 (TID 4),5,main]
+java.lang.OutOfMemoryError: Java heap space
+26/12/01 23:12:31 WARN TaskSetManager: Lost task 0.0 in stage 2.0 (TID 4) (localhost executor driver): java.lang.OutOfMemoryError: Java heap space
+26/12/01 23:12:31 ERROR TaskSetManager: Task 0 in stage 2.0 failed 1 times; aborting job
+"""
+
+
+def test_every_shape_of_out_of_memory_in_an_error_is_recognised() -> None:
+    driver = oom_in_error(None, "(java.lang.OutOfMemoryError) Java heap space")
+    assert driver is not None and driver.where == "driver"
+    driver = oom_in_error(None, "java.lang.OutOfMemoryError: GC overhead limit exceeded")
+    assert driver is not None and driver.detail == "java.lang.OutOfMemoryError: GC overhead limit exceeded"
+    manager = oom_in_error("UNABLE_TO_ACQUIRE_MEMORY", "[UNABLE_TO_ACQUIRE_MEMORY] Unable to acquire 65536 bytes of memory, got 0.")
+    assert manager is not None and manager.where == "memory manager"
+    assert oom_in_error(None, "org.apache.spark.memory.SparkOutOfMemoryError: error while calling spill()") is not None
+    assert oom_in_error("EXECUTOR_BROADCAST_JOIN_OUT_OF_MEMORY", "Not enough memory to build the broadcast") is not None
+    task = oom_in_error("SparkException", "Job aborted due to stage failure: Task 0 in stage 2.0 failed 1 times, most "
+                        "recent failure: Lost task 0.0 in stage 2.0 (TID 4) (localhost executor driver): "
+                        "java.lang.OutOfMemoryError: Java heap space")
+    assert task is not None and task.where == "task" and task.detail == "java.lang.OutOfMemoryError: Java heap space"
+
+
+def test_errors_that_are_not_about_memory_are_not_oom() -> None:
+    assert oom_in_error("TABLE_OR_VIEW_NOT_FOUND", "[TABLE_OR_VIEW_NOT_FOUND] The table `t` cannot be found.") is None
+    assert oom_in_error("DIVIDE_BY_ZERO", "Division by zero. Use `try_divide`") is None
+    # What the other sessions see while the server dies: nothing in it says memory.
+    assert oom_in_error(None, "(java.lang.IllegalStateException) Cannot call methods on a stopped SparkContext.") is None
+
+
+def test_a_cluster_exit_is_oom_by_its_status_or_its_log() -> None:
+    by_status = oom_in_exit(OOM_EXIT_STATUS, "")
+    assert by_status is not None and "status 52" in by_status.detail
+    by_log = oom_in_exit(1, LOG)
+    assert by_log is not None and "java.lang.OutOfMemoryError" in by_log.detail
+    assert oom_in_exit(0, LOG) is None  # a clean stop, whatever happened before
+    assert oom_in_exit(-9, "26/12/01 INFO SparkContext: Running Spark version 4.3.0") is None  # killed
+
+
+def test_the_culprit_is_the_session_whose_stage_ran_out_of_memory() -> None:
+    assert oom_culprit_sessions(LOG) == frozenset({CULPRIT})
+    assert oom_culprit_sessions(LOG.replace("OutOfMemoryError", "IOException")) == frozenset()
+    # A log that lost the stage's call site names nobody (every session then counts as a victim).
+    assert oom_culprit_sessions("\n".join(line for line in LOG.splitlines() if "session_id" not in line)) == frozenset()
