@@ -160,3 +160,14 @@ def test_every_reason_names_the_cluster_and_the_operation(intent: QueryIntent, f
     assert intent.description in decision.reason
     # The gateway words its error as "The query was <reason>."
     assert decision.reason.startswith("retried" if isinstance(decision, Retry) else "not retried")
+
+
+def test_the_query_that_ran_its_cluster_out_of_memory_is_not_repeated_but_its_victims_are() -> None:
+    import dataclasses
+
+    evidence = "the JVM exited with status 52 (Spark's OOM exit)"
+    culprit = dataclasses.replace(lost(), caused_out_of_memory=evidence)
+    decision = decide_retry(READ, culprit)
+    assert isinstance(decision, Surface) and "ran cluster c-2 out of memory" in decision.reason
+    assert evidence in decision.reason and decision.reason.startswith("not retried")
+    assert isinstance(decide_retry(READ, lost()), Retry)  # another session's read lost with the cluster

@@ -27,11 +27,15 @@ from sparkfleet.gateway.targets import (
     managed_table_location,
     table_exists,
 )
+from sparkfleet.policy.oom import oom_culprit_sessions, oom_in_exit
 from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
 
 log = logging.getLogger(__name__)
 
 _EXEC = RPCS["ExecutePlan"]
+# How much of a lost cluster's log is read for who ran it out of memory: the OOM and the stage's
+# call site are written within seconds of each other, but plans in the log can be long.
+_OOM_LOG_BYTES = 1_000_000
 
 # Forwards one ExecutePlan response stream (call, operation, routed request, its cluster, whether
 # the stream is reattachable) and settles the operation when it is final. A lost cluster must be
@@ -104,6 +108,7 @@ class AttemptRunner:
                 responses_forwarded=op.responses_forwarded,
                 attempts=attempt,
                 target_exists=target_exists,
+                caused_out_of_memory=out_of_memory_evidence(cluster, routed.session.session_id),
             ),
         )
         if not isinstance(decision, Retry):
@@ -143,6 +148,21 @@ class AttemptRunner:
             if location is None or not clear_uncommitted_location(location):
                 return None
         return exists
+
+
+def out_of_memory_evidence(cluster: Cluster | None, session_id: str) -> str:
+    """Why ``session_id``'s query is the one that ran ``cluster`` out of memory, or "" if it is not.
+
+    The cluster's log names the session whose stage's task ran out (``policy/oom.py``); every
+    other session's query lost with the cluster is a victim and retries as usual."""
+    handle = cluster.handle if cluster is not None else None
+    if handle is None:
+        return ""
+    tail = handle.log_tail(_OOM_LOG_BYTES)
+    if session_id not in oom_culprit_sessions(tail):
+        return ""
+    exited = oom_in_exit(handle.process.returncode, tail)
+    return exited.detail if exited is not None else "its log shows this query's task running out of heap"
 
 
 def not_found_for_reattach(operations: OperationRegistry, operation_id: str) -> SparkfleetError:

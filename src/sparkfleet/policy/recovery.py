@@ -1,6 +1,7 @@
 """Pure recovery policy: may a query whose cluster was lost run again on another one?
 
-Invariant: a retry never duplicates an external effect. Reads and session-state changes retry, as
+Invariant: a retry never duplicates an external effect, and never repeats a query that took its
+cluster down by running it out of memory (the other queries lost with that cluster retry). Reads and session-state changes retry, as
 long as the client holds none of the result yet; writes only when re-running them is idempotent,
 when their target provably still does not exist, or when the request never reached the cluster.
 No I/O and no clock: the gateway gathers the facts, this decides, the gateway carries it out.
@@ -27,6 +28,9 @@ class FailureFacts:
     # running could create the target after the check); None when it could not be told.
     target_exists: bool | None
     max_attempts: int = 3
+    # The cluster ran out of memory and its log names this query's session as the one whose task
+    # did (``policy/oom.py``), with the words that show it; "" when it did not, or is not known.
+    caused_out_of_memory: str = ""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -60,6 +64,12 @@ def decide_retry(intent: QueryIntent, failure: FailureFacts) -> RetryDecision:
     Reasons start "retried" or "not retried" so that they read on as "The query was ...".
     """
     what, cluster = intent.description, failure.cluster_id
+    if failure.caused_out_of_memory:
+        # The same query on a cluster of the same size runs out the same way, and takes down
+        # whatever else runs there. (Retrying it on a larger size class is the autoscaler's job.)
+        return Surface(f"not retried: the {what} ran cluster {cluster} out of memory "
+                       f"({failure.caused_out_of_memory}); run on a cluster of the same size it would "
+                       "fail the same way and take other queries down with it")
     if failure.attempts >= failure.max_attempts:
         plural = "s" if failure.attempts != 1 else ""
         return Surface(f"not retried: gave up after {failure.attempts} attempt{plural}; the {what} was "
