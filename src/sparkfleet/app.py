@@ -32,7 +32,9 @@ from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.sessions import SessionRegistry
 from sparkfleet.gateway.watchdog import Watchdog
 from sparkfleet.gateway.workloads import WorkloadObserver
+from sparkfleet.fleet.autoscaler import Autoscaler, machine_budget
 from sparkfleet.fleet.cpu_control import can_restore_priority
+from sparkfleet.policy.scaling import Mode, ScalingSettings
 from sparkfleet.fleet.cpu_sharing import CpuSharer
 from sparkfleet.policy.cpu_share import CpuShareSettings
 from sparkfleet.policy.watchdog import WatchdogSettings
@@ -163,7 +165,26 @@ class Sparkfleet:
         self.workloads.start()
         self.watchdog.start()
         self.cpu_sharer.start()
+        self.autoscaler = self._build_autoscaler()
+        if self.autoscaler is not None:
+            self.autoscaler.start()
         await asyncio.gather(*([self.catalog.start(self._progress)] if self.catalog else []), self.fleet.start())
+
+    def _build_autoscaler(self) -> Autoscaler | None:
+        settings = self.settings.autoscaler
+        if not settings.enabled:
+            return None
+        self.fleet.autoscaled = True
+        sessions = self.sessions
+
+        def pinned_clusters() -> set[str]:  # clusters holding state no replay can rebuild
+            return {cluster_id for s in sessions.all() if not s.closed for cluster_id in s.pins}
+
+        return Autoscaler(
+            self.fleet, self.clock, Mode(settings.mode), machine_budget(settings.max_cores, settings.max_memory_mb),
+            self.router.admission.demand, pinned_clusters,
+            ScalingSettings(memory_fraction=self.settings.placement.memory_fraction),
+        )
 
     def _cpu_sharing_settings(self) -> CpuShareSettings:
         """CPU sharing runs with workload placement, when this process may restore priorities."""
@@ -234,6 +255,8 @@ class Sparkfleet:
             await self.workloads.stop()
         if getattr(self, "cpu_sharer", None) is not None:
             await self.cpu_sharer.stop()
+        if getattr(self, "autoscaler", None) is not None:
+            await self.autoscaler.stop()
         if hasattr(self, "fleet"):
             await self.fleet.shutdown()
         if self.catalog is not None:

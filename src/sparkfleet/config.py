@@ -87,6 +87,19 @@ class PlacementSettings(_Strict):
     batch_nice: int = Field(default=19, ge=1, le=19)
 
 
+class AutoscalerSettings(_Strict):
+    """How many clusters of which size run (policy/scaling.py). Off: the pool is fixed (a lost
+    cluster is replaced). On: clusters are started and stopped from demand, within the budget;
+    ``pool.clusters`` is only what runs at start."""
+
+    enabled: bool = False
+    # "performance": warm idle capacity, scale out sooner; "standard": least compute, scale to zero.
+    mode: str = Field(default="performance", pattern="^(standard|performance)$")
+    # What all clusters together may use; default: every CPU, and 3/4 of the machine's memory.
+    max_cores: int | None = Field(default=None, ge=1)
+    max_memory_mb: int | None = Field(default=None, ge=512)
+
+
 class AdminSettings(_Strict):
     host: str = "localhost"
     port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
@@ -121,6 +134,7 @@ class Settings(_Strict):
     admin: AdminSettings = AdminSettings()
     pool: PoolSettings = PoolSettings()
     placement: PlacementSettings = PlacementSettings()
+    autoscaler: AutoscalerSettings = AutoscalerSettings()
     sizes: dict[str, SizeClassSettings] = Field(default_factory=default_sizes)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
 

@@ -1,8 +1,10 @@
 """A query that runs its cluster out of memory, through the gateway, with real clusters.
 
 In local mode a task's OutOfMemoryError stops the SparkContext and exits the JVM (status 52). The
-gateway reads the cluster's log for the session whose task ran out: that query is not repeated on
-a cluster of the same size (it would take that one down too); the cluster is replaced.
+gateway reads the cluster's log for the session whose task ran out: that query is never repeated
+on a cluster of the same size (it would take that one down too). With the autoscaler on, it is
+restarted on a cluster of the next larger size class, started for it, and the client sees only a
+slower success; without it, the query fails with a clear error. The lost cluster is replaced.
 """
 
 from __future__ import annotations
@@ -13,37 +15,47 @@ from sparkfleet.testing.process import SparkfleetProcess, spark_session, wait_un
 
 pytestmark = pytest.mark.integration
 
-# Two small clusters of 1 GiB heap: one group of 40 M longs collected into one list does not fit.
-POOL = """
+# 1 GiB clusters: one group of 40 M longs collected into one list does not fit; 4 GiB holds it.
+SIZES = """
 [sizes.S]
 cores = 1
 memory_mb = 1024
 
-[pool]
-clusters = ["S", "S"]
+[sizes.M]
+cores = 1
+memory_mb = 4096
+
+[sizes.L]
+cores = 2
+memory_mb = 8192
 """
+FIXED_POOL = SIZES + '\n[pool]\nclusters = ["S", "S"]\n'
+AUTOSCALED_POOL = SIZES + '\n[pool]\nclusters = ["S"]\n\n[autoscaler]\nenabled = true\nmode = "standard"\n'
+ROWS = 40_000_000
 
 
-@pytest.fixture(scope="module")
-def pool():
-    with SparkfleetProcess(POOL, name="sparkfleet-oom") as proc:
-        yield proc
+def _one_big_group(spark):  # type: ignore[no-untyped-def]
+    return (spark.range(0, ROWS, 1, 4).selectExpr("0 as k", "id")
+            .groupBy("k").agg({"id": "collect_list"}).selectExpr("size(`collect_list(id)`) as n"))
 
 
-def test_the_query_that_ran_its_cluster_out_of_memory_fails_clearly_and_is_not_repeated(pool):
-    with spark_session(pool.url) as spark:
-        oom = (spark.range(0, 40_000_000, 1, 4).selectExpr("0 as k", "id")
-               .groupBy("k").agg({"id": "collect_list"}).selectExpr("size(`collect_list(id)`)"))
+def _relation_record(proc: SparkfleetProcess, spark) -> dict:  # type: ignore[no-untyped-def]
+    [record] = [q for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=100") if q["kind"] == "relation"]
+    return record
+
+
+def test_without_a_larger_size_the_query_fails_clearly_and_is_not_repeated():
+    with SparkfleetProcess(FIXED_POOL, name="sparkfleet-oom") as pool, spark_session(pool.url) as spark:
         with pytest.raises(Exception) as raised:
-            oom.collect()
+            _one_big_group(spark).collect()
         message = str(raised.value)
         assert "out of memory" in message and "not retried" in message, message
-        [record] = [q for q in pool.api(f"/api/queries?session_id={spark.session_id}&limit=100")
-                    if q["kind"] == "relation"]
+        record = _relation_record(pool, spark)
         assert record["state"] == "failed"
         assert len(record["attempts"]) == 1  # never sent to the other cluster
         lost_id = record["attempts"][0]["cluster_id"]
         assert "ran cluster " + lost_id + " out of memory" in record["attempts"][0]["reason"]
+        assert "no larger size class can be started" in record["attempts"][0]["reason"]
 
         def replaced():
             rows = pool.api("/api/clusters?history=0")
@@ -55,3 +67,18 @@ def test_the_query_that_ran_its_cluster_out_of_memory_fails_clearly_and_is_not_r
         assert all(r["exit_code"] is None for r in rows if r["state"] == "ready")
         # The session goes on: its next query runs on a healthy cluster.
         assert spark.range(10).selectExpr("sum(id)").collect()[0][0] == 45
+
+
+def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_completes():
+    with SparkfleetProcess(AUTOSCALED_POOL, name="sparkfleet-oom-recovery") as pool, spark_session(pool.url) as spark:
+        assert _one_big_group(spark).collect()[0]["n"] == ROWS
+        record = _relation_record(pool, spark)
+        assert record["state"] == "succeeded"
+        first, second = record["attempts"]
+        clusters = {c["id"]: c for c in pool.api("/api/clusters")}
+        assert (clusters[first["cluster_id"]]["size"], first["outcome"]) == ("S", "out of memory")
+        assert first["reason"].startswith("retried on a larger cluster (M)")
+        assert (clusters[second["cluster_id"]]["size"], second["outcome"]) == ("M", "succeeded")
+        # The M cluster was started for this query, and its history says why.
+        assert clusters[second["cluster_id"]]["history"][0]["reason"] == (
+            f"starting: autoscaler: query {record['id']} ran a 1,024 MB cluster out of memory")

@@ -170,4 +170,13 @@ def test_the_query_that_ran_its_cluster_out_of_memory_is_not_repeated_but_its_vi
     decision = decide_retry(READ, culprit)
     assert isinstance(decision, Surface) and "ran cluster c-2 out of memory" in decision.reason
     assert evidence in decision.reason and decision.reason.startswith("not retried")
+    assert "no larger size class" in decision.reason
+    # With a larger size class to go to: retried there, never on a cluster as small as the lost one.
+    bigger = dataclasses.replace(culprit, lost_size="S", lost_memory_mb=1024, larger_size="M")
+    decision = decide_retry(READ, bigger)
+    assert decision == Retry(f"retried on a larger cluster (M): the read ran cluster c-2 out of memory ({evidence})",
+                             min_memory_mb=1024)
+    # Unless a re-run is unsafe anyway: an append that may have committed stays surfaced.
+    decision = decide_retry(APPEND, bigger)
+    assert isinstance(decision, Surface) and "may have committed" in decision.reason and "out of memory" in decision.reason
     assert isinstance(decide_retry(READ, lost()), Retry)  # another session's read lost with the cluster

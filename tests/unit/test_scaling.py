@@ -138,3 +138,13 @@ def test_idle_clusters_make_room_for_a_needed_larger_one_within_the_budget() -> 
     # With the idle one busy too there is no room: nothing is started.
     busy = [cluster("s1", busy=True), cluster("s2", busy=True)]
     assert plan(busy, [waiting("big", memory_mb=1100, waited=0.1)], budget=small_budget) == []
+
+
+def test_a_query_that_ran_a_size_out_of_memory_gets_the_next_larger_one() -> None:
+    lost_on_s = Demand("q", 0, waited_s=0.1, floor_mb=1024)
+    [start] = plan([cluster("s2")], [lost_on_s])
+    assert start == StartCluster("M", "query q ran a 1,024 MB cluster out of memory")
+    # An M on the way is enough; one that failed at M gets an L.
+    assert plan([cluster("s2"), cluster("m1", "M", ClusterState.STARTING)], [lost_on_s]) == []
+    [start] = plan([cluster("m1", "M")], [Demand("q", 0, waited_s=0.1, floor_mb=2048)])
+    assert start.size == "L"

@@ -118,6 +118,8 @@ class FleetController:
         self._stopping = False
         self._listeners: list[ClusterListener] = []
         self._cpus = sorted(os.sched_getaffinity(0))
+        # Whether an autoscaler may start clusters of any size class (fleet/autoscaler.py).
+        self.autoscaled = False
 
     # ---- queries from the rest of the system -------------------------------------------------
 
@@ -194,6 +196,35 @@ class FleetController:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def drain_cluster(self, cluster_id: str, reason: str) -> None:
+        """No new queries for the cluster; the running ones finish (the autoscaler stops it later)."""
+        cluster = self._clusters.get(cluster_id)
+        if cluster is not None and cluster.state is ClusterState.READY:
+            self._set_state(cluster, ClusterState.DRAINING, reason)
+
+    def stop_cluster(self, cluster_id: str, reason: str):  # type: ignore[no-untyped-def]
+        """Stop an idle ready or drained cluster (scale-in): it takes no query from now on; the
+        returned coroutine stops its processes (None if there is nothing to stop)."""
+        cluster = self._clusters.get(cluster_id)
+        if (cluster is None or cluster.handle is None or cluster.work
+                or cluster.state not in (ClusterState.READY, ClusterState.DRAINING)):
+            return None
+        self._set_state(cluster, ClusterState.STOPPING, reason)
+        return self._stop(cluster)
+
+    def size_names(self) -> list[str]:
+        return list(self._settings.sizes)
+
+    def next_larger_size(self, memory_mb: int) -> SizeClass | None:
+        """The smallest size class with more memory than ``memory_mb`` a query can get now: any
+        configured one while the autoscaler may start clusters, else one a ready cluster has."""
+        if self.autoscaled:
+            candidates = [self.size_class(name) for name in self._settings.sizes]
+        else:
+            candidates = [c.size for c in self._clusters.values() if c.state is ClusterState.READY]
+        larger = [s for s in candidates if s.memory_mb > memory_mb]
+        return min(larger, key=lambda s: (s.memory_mb, s.cores, s.name)) if larger else None
 
     async def _stop(self, cluster: Cluster) -> None:
         assert cluster.handle is not None

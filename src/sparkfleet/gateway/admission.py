@@ -96,6 +96,18 @@ class Admission:
         """Called with the seconds a queued query waited, when it is placed."""
         self._queue_wait_listeners.append(listener)
 
+    def demand(self) -> list[tuple[str, int, float, int]]:
+        """(query id, expected memory in bytes, seconds queued, memory in MB of a cluster size it
+        ran out of memory, or 0) of every query clusters refuse now."""
+        now = self.clock.monotonic()
+        found = []
+        for w in self._waiters:
+            if not w.queued or w.future.done():
+                continue
+            memory = w.traits.estimate.memory_bytes if w.traits is not None and w.traits.estimate else 0
+            found.append((w.query_id, memory, now - w.enqueued_at, w.make_request().min_memory_mb))
+        return found
+
     def oldest_wait_s(self) -> float:
         """How long the longest-queued query has waited so far (0 with an empty queue)."""
         now = self.clock.monotonic()

@@ -100,6 +100,9 @@ class AttemptRunner:
         except SparkfleetError as error:  # e.g. no cluster left to ask: the query ends here
             self.r.operations.finished(op, "failed", runtime, lost.error_class, f"{lost.message} {error}")
             raise
+        culprit = out_of_memory_evidence(cluster, routed.session.session_id)
+        lost_memory_mb = cluster.size.memory_mb if cluster is not None else 0
+        larger = self.r.fleet.next_larger_size(lost_memory_mb) if culprit and cluster is not None else None
         decision = decide_retry(
             op.intent,
             FailureFacts(
@@ -108,18 +111,23 @@ class AttemptRunner:
                 responses_forwarded=op.responses_forwarded,
                 attempts=attempt,
                 target_exists=target_exists,
-                caused_out_of_memory=out_of_memory_evidence(cluster, routed.session.session_id),
+                caused_out_of_memory=culprit,
+                lost_size=cluster.size.name if cluster is not None else "",
+                lost_memory_mb=lost_memory_mb,
+                larger_size=larger.name if larger is not None else "",
             ),
         )
         if not isinstance(decision, Retry):
             self.r.operations.finished(op, "failed", runtime, lost.error_class, lost.message, reason=decision.reason)
             raise ClusterLost(f"{lost.message} The query was {decision.reason}.", lost.cluster_id) from None
-        self.r.operations.attempt_failed(op, runtime, "cluster lost", lost.error_class, decision.reason)
+        outcome = "out of memory" if culprit else "cluster lost"
+        self.r.operations.attempt_failed(op, runtime, outcome, lost.error_class, decision.reason)
         log.info("operation %s: %s", op.id, decision.reason)
         if cluster is not None:
             self.r.release(cluster.id, op.id)
         try:
-            next_cluster, reason = await self.r.place(routed.session, op.request, avoid, op.traits, op.id)
+            next_cluster, reason = await self.r.place(routed.session, op.request, avoid, op.traits, op.id,
+                                                      min_memory_mb=decision.min_memory_mb)
         except SparkfleetError as error:
             self.r.operations.finished(op, "failed", runtime, lost.error_class, f"{lost.message} {error}")
             raise

@@ -123,13 +123,15 @@ class Router:
         avoid: frozenset[str] = frozenset(),
         traits: QueryTraits | None = None,
         query_id: str | None = None,
+        min_memory_mb: int = 0,
     ) -> tuple[Cluster, str]:
         """The cluster for the session's next request, waiting (queued) until one admits it.
 
         ``request`` is scanned for checkpointed DataFrames the session holds: a request that
         reads one must run where it lives. ``avoid``: clusters the caller saw die. ``traits``:
         what is known of an ExecutePlan (None for calls that run no job); its expected work is
-        reserved on the chosen cluster under ``query_id`` until :meth:`release`.
+        reserved on the chosen cluster under ``query_id`` until :meth:`release`. ``min_memory_mb``:
+        only clusters with more memory than this (the query ran one that size out of memory).
         """
         pinned, pin_reason = self._pin_for(session, request)
 
@@ -140,6 +142,7 @@ class Router:
                 profile_reason=traits.profile_reason if traits else "",
                 estimate=traits.estimate if traits else None,
                 metadata_only=traits is None or not traits.runs_job,
+                min_memory_mb=min_memory_mb,
             )
 
         decision = await self.admission.admit(query_id or f"call-{uuid.uuid4()}", make_request, traits)

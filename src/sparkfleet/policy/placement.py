@@ -72,6 +72,8 @@ class PlacementRequest:
     # Config, AnalyzePlan, ArtifactStatus: no job runs, so no admission limit applies, and the
     # session's home cluster (where its state is) answers while it is ready.
     metadata_only: bool = False
+    # Only clusters with more memory than this: the query ran a cluster this size out of memory.
+    min_memory_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,9 @@ def _refusal(
     request: PlacementRequest, cluster: ClusterView, ready: list[ClusterView], now: float, settings: PlacementSettings
 ) -> str | None:
     """Why ``cluster`` cannot take the query now, or None if it can."""
+    if request.min_memory_mb and cluster.size.memory_mb <= request.min_memory_mb:
+        return (f"is too small ({cluster.size.name}, {cluster.size.memory_mb} MB): the query ran a "
+                f"{request.min_memory_mb} MB cluster out of memory")
     memory = _memory_of(request)
     in_use = _memory_in_use(cluster, now, settings)
     budget = _budget(cluster, settings)

@@ -9,6 +9,7 @@ No I/O and no clock: the gateway gathers the facts, this decides, the gateway ca
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sparkfleet.plan.intent import QueryIntent
@@ -31,6 +32,11 @@ class FailureFacts:
     # The cluster ran out of memory and its log names this query's session as the one whose task
     # did (``policy/oom.py``), with the words that show it; "" when it did not, or is not known.
     caused_out_of_memory: str = ""
+    # The lost cluster's size, and the next larger size class a cluster can be started in (or
+    # already runs in), if any: where an out-of-memory query may run again.
+    lost_size: str = ""
+    lost_memory_mb: int = 0
+    larger_size: str = ""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -43,9 +49,10 @@ class FailureFacts:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """Run the query again on another cluster."""
+    """Run the query again on another cluster (with more memory than ``min_memory_mb``, if set)."""
 
     reason: str
+    min_memory_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +71,12 @@ def decide_retry(intent: QueryIntent, failure: FailureFacts) -> RetryDecision:
     Reasons start "retried" or "not retried" so that they read on as "The query was ...".
     """
     what, cluster = intent.description, failure.cluster_id
-    if failure.caused_out_of_memory:
-        # The same query on a cluster of the same size runs out the same way, and takes down
-        # whatever else runs there. (Retrying it on a larger size class is the autoscaler's job.)
-        return Surface(f"not retried: the {what} ran cluster {cluster} out of memory "
-                       f"({failure.caused_out_of_memory}); run on a cluster of the same size it would "
-                       "fail the same way and take other queries down with it")
     if failure.attempts >= failure.max_attempts:
         plural = "s" if failure.attempts != 1 else ""
         return Surface(f"not retried: gave up after {failure.attempts} attempt{plural}; the {what} was "
                        f"running on cluster {cluster} when it was lost")
+    if failure.caused_out_of_memory:
+        return _decide_on_memory(intent, failure)
     if failure.responses_forwarded:
         # A second run could return other rows or another order; the client cannot be told to
         # drop what it already holds.
@@ -98,6 +101,20 @@ def decide_retry(intent: QueryIntent, failure: FailureFacts) -> RetryDecision:
     committed = "committed" if intent.kind == "write" else "taken effect"
     return Surface(f"not retried: the {what} may have {committed} before cluster {cluster} "
                    f"was lost; {intent.rerun_risk or 're-running it could repeat its effect'}")
+
+
+def _decide_on_memory(intent: QueryIntent, failure: FailureFacts) -> RetryDecision:
+    """The query ran its cluster out of memory: never again on a cluster that small (it would fail
+    the same way and take other queries down with it); on a larger one if a re-run is safe."""
+    what, cluster = intent.description, failure.cluster_id
+    ran_out = f"the {what} ran cluster {cluster} out of memory ({failure.caused_out_of_memory})"
+    safe = decide_retry(intent, dataclasses.replace(failure, caused_out_of_memory=""))
+    if not isinstance(safe, Retry):
+        return Surface(f"not retried: {ran_out}; and {safe.reason.removeprefix('not retried: ')}")
+    if not failure.larger_size:
+        return Surface(f"not retried: {ran_out}; no larger size class can be started, and on a cluster "
+                       "of the same size it would fail the same way and take other queries down with it")
+    return Retry(f"retried on a larger cluster ({failure.larger_size}): {ran_out}", min_memory_mb=failure.lost_memory_mb)
 
 
 def _decide_on_target(intent: QueryIntent, failure: FailureFacts) -> RetryDecision:

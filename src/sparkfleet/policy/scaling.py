@@ -92,6 +92,8 @@ class Demand:
     query_id: str
     memory_bytes: int  # its expected peak execution memory
     waited_s: float
+    # It ran a cluster with this much memory out of memory: only a larger size class will do.
+    floor_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,19 +186,23 @@ def plan_scaling(
     # Vertical: the biggest query nobody can hold.
     waiting = sorted(demand, key=lambda d: (-d.waited_s, d.query_id))
     largest_budget = max((_budget_bytes(c.view.size, settings) for c in accepting), default=0)
-    too_big = [d for d in waiting if d.memory_bytes > largest_budget]
+    largest_mb = max((c.view.size.memory_mb for c in accepting), default=0)
+    too_big = [d for d in waiting if d.memory_bytes > largest_budget or (d.floor_mb and d.floor_mb >= largest_mb)]
     if too_big:
-        d = max(too_big, key=lambda d: (d.memory_bytes, d.query_id))
-        size = _fitting(by_size, d.memory_bytes, settings)
-        if start(size, f"query {d.query_id} needs ~{d.memory_bytes / _MB:,.0f} MB; "
-                       f"no live cluster holds more than ~{largest_budget / _MB:,.0f} MB"):
+        d = max(too_big, key=lambda d: (d.floor_mb, d.memory_bytes, d.query_id))
+        size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
+        why = (f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory" if d.floor_mb else
+               f"query {d.query_id} needs ~{d.memory_bytes / _MB:,.0f} MB; no live cluster holds more "
+               f"than ~{largest_budget / _MB:,.0f} MB")
+        if start(size, why):
             waiting = [w for w in waiting if w is not d]
     # Horizontal: the oldest waiter has waited long enough and nothing that fits it is starting.
     due = [d for d in waiting if d.waited_s >= mode_settings.scale_out_after_s]
     if due:
         d = due[0]
-        size = _fitting(by_size, d.memory_bytes, settings)
-        on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes]
+        size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
+        on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes
+                      and c.view.size.memory_mb > d.floor_mb]
         if not on_the_way:
             start(size, f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting, the oldest "
                         f"{d.waited_s:.1f}s ({mode.value} mode scales out after "
@@ -234,6 +240,8 @@ def _budget_bytes(size: SizeClass, settings: ScalingSettings) -> int:
     return int(size.memory_mb * _MB * settings.memory_fraction)
 
 
-def _fitting(by_size: list[SizeClass], memory_bytes: int, settings: ScalingSettings) -> SizeClass:
-    """The smallest size class whose memory budget holds the query; the largest if none does."""
-    return next((s for s in by_size if _budget_bytes(s, settings) >= memory_bytes), by_size[-1])
+def _fitting(by_size: list[SizeClass], memory_bytes: int, settings: ScalingSettings, floor_mb: int = 0) -> SizeClass:
+    """The smallest size class larger than ``floor_mb`` whose memory budget holds the query; the
+    largest if none does."""
+    return next((s for s in by_size if _budget_bytes(s, settings) >= memory_bytes and s.memory_mb > floor_mb),
+                by_size[-1])
