@@ -147,7 +147,8 @@ class Sparkfleet:
         self.workloads.on_load_change(router.admission.changed)
         self.workloads.on_orphan_job_cancelled(self.metrics.orphan_jobs.inc)
         operations.on_finished(self._record_workload_run)
-        self.assessor = build_assessor(self.workloads.observed, self.catalog.warehouse if self.catalog else None, self.clock)
+        self.assessor = build_assessor(self.workloads.observed, self.catalog.warehouse if self.catalog else None,
+                                       self.clock, self.workloads.memory_floor)
         self.watchdog = Watchdog(
             router, self.assessor,
             WatchdogSettings(placement.interactive_budget_s, placement.runaway_factor, placement.runaway_min_s),
@@ -207,6 +208,14 @@ class Sparkfleet:
         traits = op.traits
         if traits is None or not traits.fingerprint:
             return
+        for attempt in op.attempts:
+            if attempt.get("outcome") == "out of memory":
+                lost = self.fleet.get(attempt.get("cluster_id") or "")
+                self.workloads.out_of_memory(WorkloadRun(
+                    fingerprint=traits.fingerprint, query_id=op.id, cluster_id=lost.id if lost else None,
+                    size_class=lost.size.name if lost else None, runtime=attempt.get("runtime"),
+                    outcome="out_of_memory", recorded_at=self.clock.now(),
+                ))
         cluster = self.fleet.get(op.cluster_id)
         estimate = traits.estimate
         self.workloads.query_finished(

@@ -39,9 +39,10 @@ def _one_big_group(spark):  # type: ignore[no-untyped-def]
             .groupBy("k").agg({"id": "collect_list"}).selectExpr("size(`collect_list(id)`) as n"))
 
 
-def _relation_record(proc: SparkfleetProcess, spark) -> dict:  # type: ignore[no-untyped-def]
-    [record] = [q for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=100") if q["kind"] == "relation"]
-    return record
+def _relation_records(proc: SparkfleetProcess, spark) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The session's DataFrame queries, oldest first."""
+    records = [q for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=100") if q["kind"] == "relation"]
+    return sorted(records, key=lambda q: q["submitted_at"])
 
 
 def test_without_a_larger_size_the_query_fails_clearly_and_is_not_repeated():
@@ -50,7 +51,7 @@ def test_without_a_larger_size_the_query_fails_clearly_and_is_not_repeated():
             _one_big_group(spark).collect()
         message = str(raised.value)
         assert "out of memory" in message and "not retried" in message, message
-        record = _relation_record(pool, spark)
+        [record] = _relation_records(pool, spark)
         assert record["state"] == "failed"
         assert len(record["attempts"]) == 1  # never sent to the other cluster
         lost_id = record["attempts"][0]["cluster_id"]
@@ -69,10 +70,10 @@ def test_without_a_larger_size_the_query_fails_clearly_and_is_not_repeated():
         assert spark.range(10).selectExpr("sum(id)").collect()[0][0] == 45
 
 
-def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_completes():
+def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_the_next_run_goes_there():
     with SparkfleetProcess(AUTOSCALED_POOL, name="sparkfleet-oom-recovery") as pool, spark_session(pool.url) as spark:
         assert _one_big_group(spark).collect()[0]["n"] == ROWS
-        record = _relation_record(pool, spark)
+        [record] = _relation_records(pool, spark)
         assert record["state"] == "succeeded"
         first, second = record["attempts"]
         clusters = {c["id"]: c for c in pool.api("/api/clusters")}
@@ -82,3 +83,9 @@ def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_comp
         # The M cluster was started for this query, and its history says why.
         assert clusters[second["cluster_id"]]["history"][0]["reason"] == (
             f"starting: autoscaler: query {record['id']} ran a 1,024 MB cluster out of memory")
+        # The workload learned its size: the second run goes straight to M, with no OOM.
+        assert _one_big_group(spark).collect()[0]["n"] == ROWS
+        again = _relation_records(pool, spark)[-1]
+        assert again["fingerprint"] == record["fingerprint"] and again["state"] == "succeeded"
+        [only] = again["attempts"]
+        assert clusters[only["cluster_id"]]["size"] == "M" and only["outcome"] == "succeeded"

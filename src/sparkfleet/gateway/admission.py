@@ -38,6 +38,8 @@ class QueryTraits:
     # False for requests Spark only analyses (SET, CREATE TEMP VIEW, UDF registration, the SQL
     # text of spark.sql() of a query): placed like metadata calls, nothing reserved.
     runs_job: bool = True
+    # Its workload ran clusters with this much memory (MB) out of memory: only larger ones (0: any).
+    memory_floor_mb: int = 0
 
 
 @dataclass(eq=False)

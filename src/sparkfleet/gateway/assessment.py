@@ -39,9 +39,11 @@ def current_database(session: VirtualSession) -> str:
 
 
 class QueryAssessor:
-    def __init__(self, sizer: InputSizer | None = None, history: HistoryLookup | None = None) -> None:
+    def __init__(self, sizer: InputSizer | None = None, history: HistoryLookup | None = None,
+                 memory_floor: Callable[[str], int] | None = None) -> None:
         self._sizer = sizer
         self._history = history
+        self._memory_floor = memory_floor
         # Workloads the watchdog saw run far past their estimate: batch from now on.
         self.reclassified: set[str] = set()
 
@@ -77,7 +79,8 @@ class QueryAssessor:
         # SET, temp views, UDFs, variables, and spark.sql() of a query (which returns the relation
         # its DataFrame then runs): Spark analyses them and runs no job.
         runs_job = not (kind == "session_state" or (label == "sql_command" and kind == "read"))
-        return QueryTraits(workload, profile, why, estimate, runs_job)
+        floor = self._memory_floor(workload) if (self._memory_floor is not None and workload and runs_job) else 0
+        return QueryTraits(workload, profile, why, estimate, runs_job, floor)
 
 
 def temp_view_plans(session: VirtualSession) -> dict[str, bytes]:
@@ -141,6 +144,8 @@ def query_ended(session: VirtualSession, now: float, result_bytes: int) -> None:
     session.last_query_ended_at = now
 
 
-def build_assessor(history: HistoryLookup, warehouse: Any, clock: Any) -> QueryAssessor:
-    """The live assessor: the plan reader, input sizes from disk, and the workload history."""
-    return QueryAssessor(InputSizer(warehouse, clock), history)
+def build_assessor(history: HistoryLookup, warehouse: Any, clock: Any,
+                   memory_floor: Callable[[str], int] | None = None) -> QueryAssessor:
+    """The live assessor: the plan reader, input sizes from disk, the workload history and the
+    memory floor each workload learned by running clusters out of memory."""
+    return QueryAssessor(InputSizer(warehouse, clock), history, memory_floor)

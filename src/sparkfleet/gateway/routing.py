@@ -134,6 +134,9 @@ class Router:
         only clusters with more memory than this (the query ran one that size out of memory).
         """
         pinned, pin_reason = self._pin_for(session, request)
+        learned = traits.memory_floor_mb if traits is not None else 0
+        if learned > min_memory_mb and self.fleet.next_larger_size(learned) is not None:
+            min_memory_mb = learned  # the workload ran a cluster this size out of memory before
 
         def make_request() -> PlacementRequest:
             return PlacementRequest(

@@ -30,7 +30,8 @@ from sparkfleet.fleet.monitor import (
 )
 from sparkfleet.plan.cost import ObservedCost
 from sparkfleet.store import Database
-from sparkfleet.store.history import WorkloadRun, observed_cost, record_run
+from sparkfleet.policy.sizing import SizedRun, memory_floor_mb
+from sparkfleet.store.history import OUT_OF_MEMORY, WorkloadRun, observed_cost, record_run, sized_runs
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class WorkloadObserver:
         self._poll_s = poll_s
         self._poller = ClusterLoadPoller(self._ui_urls, clock, interval_s=poll_s)
         self._costs: dict[str, ObservedCost | None] = {}
+        self._floors: dict[str, int] = {}
         self._app_ids: dict[str, str] = {}
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,6 +71,30 @@ class WorkloadObserver:
             self._costs[fingerprint] = observed_cost(self._db, fingerprint)
         return self._costs[fingerprint]
 
+    def memory_floor(self, fingerprint: str) -> int:
+        """Memory (MB) a cluster must exceed for this workload, learned from its out-of-memory runs."""
+        if fingerprint not in self._floors:
+            if len(self._floors) >= _MAX_CACHED_FINGERPRINTS:
+                self._floors.clear()
+            runs = []
+            for row in sized_runs(self._db, fingerprint):
+                memory_mb = self._size_memory_mb(row["size_class"])
+                if memory_mb:
+                    runs.append(SizedRun(memory_mb, row["outcome"] == OUT_OF_MEMORY, int(row["peak_execution_memory"] or 0)))
+            self._floors[fingerprint] = memory_floor_mb(runs)
+        return self._floors[fingerprint]
+
+    def _size_memory_mb(self, size_name: str) -> int:
+        try:
+            return self._fleet.size_class(size_name).memory_mb
+        except KeyError:  # a size class no longer configured
+            return 0
+
+    def out_of_memory(self, run: WorkloadRun) -> None:
+        """Record an attempt that ran its cluster out of memory (its size is what the workload outgrew)."""
+        record_run(self._db, dataclasses.replace(run, outcome=OUT_OF_MEMORY))
+        self._floors.pop(run.fingerprint, None)
+
     def query_finished(self, cluster: Cluster | None, run: WorkloadRun, session_id: str) -> None:
         """Record a finished query; a successful one's cost is fetched from its cluster first."""
         if not run.fingerprint:
@@ -76,6 +102,7 @@ class WorkloadObserver:
         handle = cluster.handle if cluster is not None else None
         if run.outcome != "succeeded" or handle is None:
             record_run(self._db, run)
+            self._floors.pop(run.fingerprint, None)
             if handle is not None:
                 self._spawn(self._reap_jobs(handle.ui_port, cluster.id, run.query_id, session_id),  # type: ignore[union-attr]
                             self._reapers)
@@ -141,6 +168,7 @@ class WorkloadObserver:
             )
         record_run(self._db, run)
         self._costs.pop(run.fingerprint, None)  # read afresh, with this run, next time
+        self._floors.pop(run.fingerprint, None)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

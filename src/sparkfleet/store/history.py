@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import astuple, dataclass, fields
+from typing import Any
 
 from sparkfleet.plan.cost import ObservedCost
 from sparkfleet.store.db import Database
@@ -11,6 +12,7 @@ from sparkfleet.store.db import Database
 # The outcome of a run whose cost teaches something; every other outcome ("failed", "cancelled",
 # "cluster lost", ...) is recorded but never counted as what the workload costs.
 SUCCEEDED = "succeeded"
+OUT_OF_MEMORY = "out_of_memory"  # an attempt that ran its cluster out of memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,16 @@ def observed_cost(db: Database, fingerprint: str, last_n: int = 20) -> ObservedC
         (fingerprint, SUCCEEDED, last_n),
     )
     return summarise_runs(rows)
+
+
+def sized_runs(db: Database, fingerprint: str, last_n: int = 20) -> list[dict[str, Any]]:
+    """The newest ``last_n`` successful or out-of-memory runs of a fingerprint, newest first:
+    the size class each ran on, whether it ran out of memory, its peak execution memory."""
+    return db.read(
+        "SELECT size_class, outcome, peak_execution_memory FROM workload_runs WHERE fingerprint=? AND"
+        " outcome IN (?, ?) AND size_class IS NOT NULL ORDER BY seq DESC LIMIT ?",
+        (fingerprint, SUCCEEDED, OUT_OF_MEMORY, last_n),
+    )
 
 
 def summarise_runs(rows: list[dict[str, float | int | None]]) -> ObservedCost | None:
