@@ -155,6 +155,11 @@ def test_sparkfleet_confs_are_the_gateways_and_never_reach_spark(pool):
             spark.conf.set("sparkfleet.profile", "urgent")
         with pytest.raises(PySparkException, match="not a sparkfleet setting"):
             spark.conf.set("sparkfleet.colour", "blue")
+        assert spark.conf.get("sparkfleet.mode") == "default"
+        spark.conf.set("sparkfleet.mode", "standard")
+        assert spark.conf.get("sparkfleet.mode") == "standard"
+        with pytest.raises(PySparkException, match="sparkfleet.mode must be standard\\|performance"):
+            spark.conf.set("sparkfleet.mode", "cheap")
         spark.conf.unset("sparkfleet.profile")
         assert spark.conf.get("sparkfleet.profile") == "auto"
         assert spark.range(3).count() == 3

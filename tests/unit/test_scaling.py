@@ -148,3 +148,22 @@ def test_a_query_that_ran_a_size_out_of_memory_gets_the_next_larger_one() -> Non
     assert plan([cluster("s2"), cluster("m1", "M", ClusterState.STARTING)], [lost_on_s]) == []
     [start] = plan([cluster("m1", "M")], [Demand("q", 0, waited_s=0.1, floor_mb=2048)])
     assert start.size == "L"
+
+
+def test_a_sessions_mode_sets_how_soon_its_waiting_query_scales_out() -> None:
+    busy = [cluster("s1", busy=True)]
+    impatient = Demand("q", 0, waited_s=1.0, mode=Mode.PERFORMANCE)
+    [start] = plan(busy, [impatient], Mode.STANDARD)  # the fleet is Standard; the session is not
+    assert "performance mode scales out after 0.5s" in start.reason
+    patient = Demand("q", 0, waited_s=1.0, mode=Mode.STANDARD)
+    assert plan(busy, [patient], Mode.PERFORMANCE) == [StartCluster("S", plan(busy, [], Mode.PERFORMANCE)[0].reason)]
+
+
+def test_parse_mode_names_the_allowed_values() -> None:
+    import pytest
+
+    from sparkfleet.policy.scaling import parse_mode
+
+    assert parse_mode(" Standard ") is Mode.STANDARD
+    with pytest.raises(ValueError, match=r"sparkfleet.mode must be standard\|performance, not 'cheap'"):
+        parse_mode("cheap")

@@ -51,7 +51,7 @@ class Autoscaler:
         clock: Clock,
         mode: Mode,
         budget: Budget,
-        demand: Callable[[], Iterable[tuple[str, int, float, int]]],
+        demand: Callable[[], Iterable[tuple[str, int, float, int, str]]],
         pinned_clusters: Callable[[], set[str]],
         settings: ScalingSettings = ScalingSettings(),
     ) -> None:
@@ -108,7 +108,8 @@ class Autoscaler:
             else:
                 idle_since = self._idle_since.setdefault(cluster.id, now)
             facts.append(ClusterFacts(view, started, idle_since, holds_state=cluster.id in pinned))
-        demand = [Demand(*waiting) for waiting in self._demand()]
+        demand = [Demand(query_id, memory, waited, floor, Mode(mode) if mode else None)
+                  for query_id, memory, waited, floor, mode in self._demand()]
         sizes = [self._fleet.size_class(name) for name in self._fleet.size_names()]
         for action in plan_scaling(facts, demand, sizes, self.budget, self.mode, now, self._settings):
             self._carry_out(action)

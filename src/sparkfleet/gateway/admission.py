@@ -40,6 +40,8 @@ class QueryTraits:
     runs_job: bool = True
     # Its workload ran clusters with this much memory (MB) out of memory: only larger ones (0: any).
     memory_floor_mb: int = 0
+    # sparkfleet.mode of its session ("": the fleet's).
+    mode: str = ""
 
 
 @dataclass(eq=False)
@@ -98,16 +100,17 @@ class Admission:
         """Called with the seconds a queued query waited, when it is placed."""
         self._queue_wait_listeners.append(listener)
 
-    def demand(self) -> list[tuple[str, int, float, int]]:
+    def demand(self) -> list[tuple[str, int, float, int, str]]:
         """(query id, expected memory in bytes, seconds queued, memory in MB of a cluster size it
-        ran out of memory, or 0) of every query clusters refuse now."""
+        ran out of memory or 0, its session's mode or "") of every query clusters refuse now."""
         now = self.clock.monotonic()
         found = []
         for w in self._waiters:
             if not w.queued or w.future.done():
                 continue
             memory = w.traits.estimate.memory_bytes if w.traits is not None and w.traits.estimate else 0
-            found.append((w.query_id, memory, now - w.enqueued_at, w.make_request().min_memory_mb))
+            mode = w.traits.mode if w.traits is not None else ""
+            found.append((w.query_id, memory, now - w.enqueued_at, w.make_request().min_memory_mb, mode))
         return found
 
     def oldest_wait_s(self) -> float:

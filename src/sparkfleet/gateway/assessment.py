@@ -22,6 +22,7 @@ from sparkfleet.plan.fingerprint import fingerprint
 from sparkfleet.plan.relations import PlanSummary, Scan, summarize_plan
 from sparkfleet.plan.wire import as_message, read_fields
 from sparkfleet.policy.profile import PROFILE_CONF, SessionActivity, infer_profile, parse_profile
+from sparkfleet.policy.scaling import MODE_CONF, parse_mode
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ class QueryAssessor:
         # its DataFrame then runs): Spark analyses them and runs no job.
         runs_job = not (kind == "session_state" or (label == "sql_command" and kind == "read"))
         floor = self._memory_floor(workload) if (self._memory_floor is not None and workload and runs_job) else 0
-        return QueryTraits(workload, profile, why, estimate, runs_job, floor)
+        mode = session.options.get(MODE_CONF, "")
+        return QueryTraits(workload, profile, why, estimate, runs_job, floor, parse_mode(mode).value if mode else "")
 
 
 def temp_view_plans(session: VirtualSession) -> dict[str, bytes]:

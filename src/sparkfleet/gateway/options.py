@@ -15,6 +15,7 @@ from pyspark.sql.connect.proto import base_pb2
 
 from sparkfleet.errors import InvalidArgument
 from sparkfleet.policy.profile import PROFILE_CONF, parse_profile
+from sparkfleet.policy.scaling import MODE_CONF, parse_mode
 from sparkfleet.policy.watchdog import MAX_DURATION_CONF, parse_duration_s
 
 PREFIX = "sparkfleet."
@@ -22,6 +23,7 @@ PREFIX = "sparkfleet."
 KNOBS: dict[str, tuple[Callable[[str], object], str]] = {
     PROFILE_CONF: (parse_profile, "auto"),
     MAX_DURATION_CONF: (parse_duration_s, "none"),
+    MODE_CONF: (parse_mode, "default"),
 }
 
 

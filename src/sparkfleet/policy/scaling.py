@@ -39,6 +39,17 @@ class Mode(str, enum.Enum):
     PERFORMANCE = "performance"  # warm capacity, scale out sooner
 
 
+MODE_CONF = "sparkfleet.mode"
+
+
+def parse_mode(value: str) -> Mode:
+    """The mode a session set with ``sparkfleet.mode``; ValueError naming the allowed values."""
+    try:
+        return Mode(value.strip().lower())
+    except ValueError:
+        raise ValueError(f"{MODE_CONF} must be {'|'.join(m.value for m in Mode)}, not {value!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class ModeSettings:
     # Seconds the oldest waiting query waits before another cluster is started for it.
@@ -94,6 +105,8 @@ class Demand:
     waited_s: float
     # It ran a cluster with this much memory out of memory: only a larger size class will do.
     floor_mb: int = 0
+    # The mode its session set (sparkfleet.mode); None: the fleet's.
+    mode: Mode | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +209,12 @@ def plan_scaling(
                f"than ~{largest_budget / _MB:,.0f} MB")
         if start(size, why):
             waiting = [w for w in waiting if w is not d]
-    # Horizontal: the oldest waiter has waited long enough and nothing that fits it is starting.
-    due = [d for d in waiting if d.waited_s >= mode_settings.scale_out_after_s]
+    # Horizontal: the oldest waiter has waited long enough (by its session's mode, if it set one)
+    # and nothing that fits it is starting.
+    def delay(d: Demand) -> float:
+        return settings.modes[d.mode or mode].scale_out_after_s
+
+    due = [d for d in waiting if d.waited_s >= delay(d)]
     if due:
         d = due[0]
         size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
@@ -205,8 +222,7 @@ def plan_scaling(
                       and c.view.size.memory_mb > d.floor_mb]
         if not on_the_way:
             start(size, f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting, the oldest "
-                        f"{d.waited_s:.1f}s ({mode.value} mode scales out after "
-                        f"{mode_settings.scale_out_after_s:g}s)")
+                        f"{d.waited_s:.1f}s ({(d.mode or mode).value} mode scales out after {delay(d):g}s)")
     # Warm capacity (Performance mode).
     smallest = by_size[0]
     warm = [c for c in accepting if not c.view.work and c.view.size == smallest and c.view.id not in stopping]
