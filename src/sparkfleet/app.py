@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import logging
 import socket
@@ -34,7 +35,7 @@ from sparkfleet.gateway.watchdog import Watchdog
 from sparkfleet.gateway.workloads import WorkloadObserver
 from sparkfleet.fleet.autoscaler import Autoscaler, machine_budget
 from sparkfleet.fleet.cpu_control import can_restore_priority
-from sparkfleet.policy.scaling import Mode, ScalingSettings
+from sparkfleet.policy.scaling import DEFAULT_MODES, Mode, ScalingSettings
 from sparkfleet.fleet.cpu_sharing import CpuSharer
 from sparkfleet.policy.cpu_share import CpuShareSettings
 from sparkfleet.policy.watchdog import WatchdogSettings
@@ -181,10 +182,17 @@ class Sparkfleet:
         def pinned_clusters() -> set[str]:  # clusters holding state no replay can rebuild
             return {cluster_id for s in sessions.all() if not s.closed for cluster_id in s.pins}
 
+        mode = Mode(settings.mode)
+        modes = dict(DEFAULT_MODES)
+        timing = {k: v for k, v in (("scale_out_after_s", settings.scale_out_after_s),
+                                     ("idle_before_stop_s", settings.idle_before_stop_s)) if v is not None}
+        modes[mode] = dataclasses.replace(modes[mode], **timing)
+        scaling = ScalingSettings(modes=modes, memory_fraction=self.settings.placement.memory_fraction)
+        if settings.min_lifetime_s is not None:
+            scaling = dataclasses.replace(scaling, min_lifetime_s=settings.min_lifetime_s)
         return Autoscaler(
-            self.fleet, self.clock, Mode(settings.mode), machine_budget(settings.max_cores, settings.max_memory_mb),
-            self.router.admission.demand, pinned_clusters,
-            ScalingSettings(memory_fraction=self.settings.placement.memory_fraction),
+            self.fleet, self.clock, mode, machine_budget(settings.max_cores, settings.max_memory_mb),
+            self.router.admission.demand, pinned_clusters, scaling,
         )
 
     def _cpu_sharing_settings(self) -> CpuShareSettings:

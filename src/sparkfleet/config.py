@@ -98,6 +98,11 @@ class AutoscalerSettings(_Strict):
     # What all clusters together may use; default: every CPU, and 3/4 of the machine's memory.
     max_cores: int | None = Field(default=None, ge=1)
     max_memory_mb: int | None = Field(default=None, ge=512)
+    # Override the mode's timing (seconds): how long queries wait before a cluster is added, how
+    # long a cluster is idle before it is stopped, and how long a new cluster lives at least.
+    scale_out_after_s: float | None = Field(default=None, ge=0)
+    idle_before_stop_s: float | None = Field(default=None, ge=0)
+    min_lifetime_s: float | None = Field(default=None, ge=0)
 
 
 class AdminSettings(_Strict):

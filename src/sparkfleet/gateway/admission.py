@@ -102,11 +102,12 @@ class Admission:
 
     def demand(self) -> list[tuple[str, int, float, int, str]]:
         """(query id, expected memory in bytes, seconds queued, memory in MB of a cluster size it
-        ran out of memory or 0, its session's mode or "") of every query clusters refuse now."""
+        ran out of memory or 0, its session's mode or "") of every query waiting: refused by the
+        clusters there are, or waiting for any cluster to be ready (none is)."""
         now = self.clock.monotonic()
         found = []
         for w in self._waiters:
-            if not w.queued or w.future.done():
+            if w.future.done():
                 continue
             memory = w.traits.estimate.memory_bytes if w.traits is not None and w.traits.estimate else 0
             mode = w.traits.mode if w.traits is not None else ""

@@ -1,0 +1,69 @@
+"""The autoscaler with real clusters: Standard mode scales an idle fleet to zero, starts a cluster
+for the first query that finds none, and never stops a cluster while a query runs on it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparkfleet.testing.process import SparkfleetProcess, run_in_thread, spark_session, wait_until
+
+pytestmark = pytest.mark.integration
+
+# Timings shortened from Standard's defaults (60 s idle, 5 s queueing) so the test runs in seconds.
+POOL = """
+[sizes.S]
+cores = 1
+memory_mb = 1024
+
+[pool]
+clusters = ["S"]
+
+[autoscaler]
+enabled = true
+mode = "standard"
+idle_before_stop_s = 4
+min_lifetime_s = 2
+scale_out_after_s = 0
+"""
+
+
+def _clusters(proc: SparkfleetProcess) -> list[dict]:
+    return proc.api("/api/clusters")
+
+
+def _scaled_to_zero(proc: SparkfleetProcess) -> list[dict] | None:
+    rows = _clusters(proc)
+    alive = [c for c in rows if c["state"] in ("starting", "ready", "draining", "stopping")]
+    return rows if rows and not alive else None
+
+
+def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
+    with SparkfleetProcess(POOL, name="sparkfleet-autoscaling") as pool:
+        # Idle: the configured cluster is stopped, and its history says why.
+        rows = wait_until(lambda: _scaled_to_zero(pool), 120, what="the idle fleet to scale to zero")
+        [first] = rows
+        assert first["state"] == "stopped"
+        assert any(e["reason"].startswith("autoscaler: idle for") for e in first["history"])
+
+        with spark_session(pool.url) as spark:
+            # The first request finds no cluster: one is started for it (a cold start).
+            assert spark.range(5).selectExpr("sum(id)").collect()[0][0] == 10
+            started = [c for c in _clusters(pool) if c["id"] != first["id"]]
+            assert len(started) == 1
+            assert "autoscaler: 1 query waiting" in started[0]["history"][0]["reason"]
+
+            # A query running longer than the idle timeout keeps its cluster.
+            slow = spark.range(0, 3_000_000_000, 1, 1).selectExpr("sum(id % 3)")
+            thread, box = run_in_thread(lambda: slow.collect())
+            thread.join(300)
+            assert box.get("result") is not None, box.get("error")
+            assert box["result"][0][0] == 3_000_000_000 // 3 * (0 + 1 + 2)
+            records = [q for q in pool.api(f"/api/queries?session_id={spark.session_id}&limit=100")
+                       if q["kind"] == "relation"]
+            # Its cluster was not stopped under it: nothing was lost and re-run, though the query
+            # outlasted the idle timeout.
+            assert records and all(len(q["attempts"]) == 1 and q["state"] == "succeeded" for q in records)
+            assert max(q["duration_ms"] for q in records) > 2 * 4000
+
+        # And once idle again, back to zero.
+        wait_until(lambda: _scaled_to_zero(pool), 120, what="the fleet to scale to zero again")
