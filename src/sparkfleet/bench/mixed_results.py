@@ -140,23 +140,24 @@ def etl_throughput(timings: Sequence[Timing], measured_from: float, weights: Map
 def clusters_by_client(records: Sequence[Mapping[str, Any]], sessions: Mapping[str, str]) -> dict[str, Counter[str]]:
     """For each client, how many of its queries ran on each cluster (relations only, as below:
     they are the queries that run jobs; warm-up included)."""
-    placed: dict[str, Counter[str]] = {client: Counter() for client in sessions.values()}
-    for record in records:
-        client = sessions.get(record.get("session_id", ""))
-        if client is not None and record.get("kind") == "relation" and record.get("cluster_id"):
-            placed[client][record["cluster_id"]] += 1
-    return placed
+    return _count_by_client(records, sessions, "cluster_id")
 
 
 def profiles_by_client(records: Sequence[Mapping[str, Any]], sessions: Mapping[str, str]) -> dict[str, Counter[str]]:
     """For each client, the latency profiles the gateway gave its queries (relations only: the
     SQL text itself is sent first as a command that Spark only analyses)."""
-    seen: dict[str, Counter[str]] = {client: Counter() for client in sessions.values()}
+    return _count_by_client(records, sessions, "profile")
+
+
+def _count_by_client(records: Sequence[Mapping[str, Any]], sessions: Mapping[str, str],
+                     field: str) -> dict[str, Counter[str]]:
+    """For each client, how many of its relation records have each value of ``field``."""
+    counts: dict[str, Counter[str]] = {client: Counter() for client in sessions.values()}
     for record in records:
         client = sessions.get(record.get("session_id", ""))
-        if client is not None and record.get("kind") == "relation" and record.get("profile"):
-            seen[client][record["profile"]] += 1
-    return seen
+        if client is not None and record.get("kind") == "relation" and record.get(field):
+            counts[client][record[field]] += 1
+    return counts
 
 
 def sharing_etl_cluster(placed: Mapping[str, Counter[str]]) -> list[str]:

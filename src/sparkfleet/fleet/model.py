@@ -117,6 +117,10 @@ class ClusterView:
     # The CPUs it owns (local clusters; empty when the provisioner does not pin CPUs).
     cpus: tuple[int, ...] = ()
 
+    def batch_ended_within(self, now: float, seconds: float) -> bool:
+        """Batch work ended here less than ``seconds`` ago: a pipeline's next query is coming."""
+        return self.batch_ended_at is not None and now - self.batch_ended_at < seconds
+
 
 @dataclass(frozen=True, slots=True)
 class FleetSnapshot:

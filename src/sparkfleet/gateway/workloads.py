@@ -92,8 +92,7 @@ class WorkloadObserver:
 
     def out_of_memory(self, run: WorkloadRun) -> None:
         """Record an attempt that ran its cluster out of memory (its size is what the workload outgrew)."""
-        record_run(self._db, dataclasses.replace(run, outcome=OUT_OF_MEMORY))
-        self._floors.pop(run.fingerprint, None)
+        self._record(dataclasses.replace(run, outcome=OUT_OF_MEMORY))
 
     def query_finished(self, cluster: Cluster | None, run: WorkloadRun, session_id: str) -> None:
         """Record a finished query; a successful one's cost is fetched from its cluster first."""
@@ -101,8 +100,7 @@ class WorkloadObserver:
             return
         handle = cluster.handle if cluster is not None else None
         if run.outcome != "succeeded" or handle is None:
-            record_run(self._db, run)
-            self._floors.pop(run.fingerprint, None)
+            self._record(run)
             if handle is not None:
                 self._spawn(self._reap_jobs(handle.ui_port, cluster.id, run.query_id, session_id),  # type: ignore[union-attr]
                             self._reapers)
@@ -128,10 +126,9 @@ class WorkloadObserver:
             await asyncio.sleep(delay)
             try:
                 client = self._http()
-                app_id = self._app_ids.get(cluster_id) or await fetch_app_id(url, client=client)
+                app_id = await self._app_id(cluster_id, url)
                 if not app_id:
                     return
-                self._app_ids[cluster_id] = app_id
                 for job_id in await running_jobs_of_operation(url, app_id, session_id, query_id, client=client):
                     if await kill_job(url, job_id, client=client):
                         log.warning("cancelled Spark job %d of ended query %s on cluster %s: it was still running",
@@ -148,11 +145,8 @@ class WorkloadObserver:
 
     async def _measure_now(self, url: str, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
         try:
-            client = self._http()
-            app_id = self._app_ids.get(cluster_id) or await fetch_app_id(url, client=client)
-            if app_id:
-                self._app_ids[cluster_id] = app_id
-            metrics = await fetch_query_metrics(url, session_id, run.query_id, client=client, app_id=app_id)
+            metrics = await fetch_query_metrics(url, session_id, run.query_id, client=self._http(),
+                                                app_id=await self._app_id(cluster_id, url))
         except Exception:  # the history is an optimisation: never let it hurt the query
             log.warning("could not read the cost of query %s from %s", run.query_id, url, exc_info=True)
             metrics = None
@@ -166,9 +160,20 @@ class WorkloadObserver:
                 shuffle_bytes=metrics.shuffle_bytes,
                 input_bytes=metrics.input_bytes,
             )
+        self._record(run)
+
+    def _record(self, run: WorkloadRun) -> None:
         record_run(self._db, run)
-        self._costs.pop(run.fingerprint, None)  # read afresh, with this run, next time
+        # Read afresh, with this run, next time.
+        self._costs.pop(run.fingerprint, None)
         self._floors.pop(run.fingerprint, None)
+
+    async def _app_id(self, cluster_id: str, url: str) -> str | None:
+        """The cluster's Spark application id, read from its UI once."""
+        app_id = self._app_ids.get(cluster_id) or await fetch_app_id(url, client=self._http())
+        if app_id:
+            self._app_ids[cluster_id] = app_id
+        return app_id
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

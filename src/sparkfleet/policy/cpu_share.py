@@ -80,7 +80,7 @@ def _role(cluster: ClusterView, now: float, settings: CpuShareSettings) -> str:
         return "interactive"
     if Profile.BATCH in profiles:
         return "batch"
-    lingering = cluster.batch_ended_at is not None and now - cluster.batch_ended_at < settings.batch_linger_s
+    lingering = cluster.batch_ended_within(now, settings.batch_linger_s)
     return "batch" if lingering else "idle"
 
 

@@ -238,7 +238,7 @@ def _heap_pressed(cluster: ClusterView, now: float, settings: PlacementSettings)
 
 def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
-    lingering = cluster.batch_ended_at is not None and now - cluster.batch_ended_at < settings.batch_linger_s
+    lingering = cluster.batch_ended_within(now, settings.batch_linger_s)
     return (
         len(_batch_work(cluster)) > 0 or lingering,  # never share cores with batch work when avoidable
         _heap_pressed(cluster, now, settings),
