@@ -116,7 +116,8 @@ class Sparkfleet:
         )
         self.cpu_sharer = CpuSharer(self.fleet, self.clock, cpu_sharing)
         self.fleet.on_state_change(lambda _cluster: self.cpu_sharer.refresh())
-        self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()))
+        self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()),
+                                 self.fleet.core_seconds)
         artifacts = ArtifactStore(data_dir / "artifacts").open()
         self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts)
         self.metrics.sessions.set_function(self.sessions.open_count)
@@ -177,6 +178,7 @@ class Sparkfleet:
         if not settings.enabled:
             return None
         self.fleet.autoscaled = True
+        self.router.scaling_mode = settings.mode
         sessions = self.sessions
 
         def pinned_clusters() -> set[str]:  # clusters holding state no replay can rebuild
@@ -193,6 +195,7 @@ class Sparkfleet:
         return Autoscaler(
             self.fleet, self.clock, mode, machine_budget(settings.max_cores, settings.max_memory_mb),
             self.router.admission.demand, pinned_clusters, scaling,
+            on_action=lambda action, size: self.metrics.scaling_actions.labels(action, size).inc(),
         )
 
     def _cpu_sharing_settings(self) -> CpuShareSettings:

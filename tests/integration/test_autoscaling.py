@@ -68,4 +68,15 @@ def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
             assert max(q["duration_ms"] for q in records) >= 10_000
 
         # And once idle again, back to zero.
-        wait_until(lambda: _scaled_to_zero(pool), 120, what="the fleet to scale to zero again")
+        rows = wait_until(lambda: _scaled_to_zero(pool), 120, what="the fleet to scale to zero again")
+
+        # /metrics counts the actions and the compute: two clusters stopped, one started by the
+        # autoscaler; a stopped cluster's core-seconds stay what they were when it stopped.
+        assert pool.metric("sparkfleet_scaling_actions_total", action="stop", size="S") == 2
+        assert pool.metric("sparkfleet_scaling_actions_total", action="start", size="S") == 1
+        assert pool.metric("sparkfleet_clusters", size="S", state="stopped") == 2
+        used = pool.metric("sparkfleet_cluster_core_seconds_total", size="S")
+        assert used == pytest.approx(sum(c["core_seconds"] for c in rows), abs=0.2)
+        # The second cluster lived through the 10 s query and the idle timeout after it.
+        assert [c for c in rows if c["id"] != first["id"]][0]["core_seconds"] > 10 + 4
+        assert pool.metric("sparkfleet_cluster_core_seconds_total", size="S") == used

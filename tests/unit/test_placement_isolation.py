@@ -70,7 +70,7 @@ def requests(draw: st.DrawFn) -> PlacementRequest:
         scan_bytes=st.just(0), source=st.just("static"), reason=st.just("test"),
     )))
     home = draw(st.one_of(st.none(), st.sampled_from([f"c-{n:03d}" for n in range(0, 999, 97)])))
-    return PlacementRequest("s-1", home, profile=draw(st.sampled_from(Profile)), estimate=est)
+    return PlacementRequest("s-1", home, profile=draw(st.sampled_from(Profile)), estimate=est, pack=draw(st.booleans()))
 
 
 def _batch(c: ClusterView) -> int:
@@ -269,3 +269,23 @@ def test_memory_spark_reports_in_use_counts_when_it_exceeds_the_estimates() -> N
     # A stale reading is not trusted: the estimates alone decide.
     stale = view("a", work(Profile.INTERACTIVE, 1.0, 100), load=dataclasses.replace(holding, observed_at=NOW - 60))
     assert isinstance(place_query(request(Profile.INTERACTIVE, estimate(0.5, 200)), FleetSnapshot((stale,)), NOW), RunOn)
+
+
+def test_packed_interactive_work_fills_the_busy_cluster_and_leaves_the_idle_one_idle() -> None:
+    one_query = view("b", work(Profile.INTERACTIVE, n=1), size=1)  # 2 cores: one is free
+    fleet = FleetSnapshot((view("a", size=1), one_query))
+    packed = dataclasses.replace(request(Profile.INTERACTIVE), pack=True)
+    assert place_query(packed, fleet, NOW).cluster_id == "b"  # type: ignore[union-attr]
+    # Spread (Performance mode, or a fixed pool), the idle cluster takes it.
+    assert place_query(request(Profile.INTERACTIVE), fleet, NOW).cluster_id == "a"  # type: ignore[union-attr]
+    # Packing never puts a second query on a core while another cluster has one free.
+    full = FleetSnapshot((view("a", size=1), view("b", *(work(Profile.INTERACTIVE, n=n) for n in range(2)), size=1)))
+    assert place_query(packed, full, NOW).cluster_id == "a"  # type: ignore[union-attr]
+
+
+def test_packed_work_goes_to_the_most_recently_used_idle_cluster() -> None:
+    recent = dataclasses.replace(view("a"), work_ended_at=NOW - 2)
+    long_idle = dataclasses.replace(view("b"), work_ended_at=NOW - 300)
+    fleet = FleetSnapshot((long_idle, recent, view("c")))
+    packed = dataclasses.replace(request(Profile.INTERACTIVE), pack=True)
+    assert place_query(packed, fleet, NOW).cluster_id == "a"  # type: ignore[union-attr]

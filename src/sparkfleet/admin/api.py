@@ -53,6 +53,8 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
         for row in rows:
             cluster = live.get(row["id"])
             row["running_queries"] = cluster.running_queries if cluster else 0
+            if cluster is not None:
+                row["core_seconds"] = round(cluster.core_seconds(app.clock.now()), 1)
             row["sessions"] = len(cluster.sessions) if cluster else 0
             # What placement sees: the work it reserved there, and Spark's latest load reading.
             row["work"] = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from sparkfleet.fleet.model import ClusterState
@@ -16,8 +16,11 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class _FleetCollector(Collector):
     """Reads cluster counts at scrape time, so the numbers are never stale."""
 
-    def __init__(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
+    def __init__(
+        self, clusters: Callable[[], Iterable[tuple[str, str]]], core_seconds: Callable[[], dict[str, float]]
+    ) -> None:
         self._clusters = clusters
+        self._core_seconds = core_seconds
 
     def collect(self):  # type: ignore[no-untyped-def]
         family = GaugeMetricFamily(
@@ -31,6 +34,13 @@ class _FleetCollector(Collector):
                 if size:
                     family.add_metric([size, state.value], counts.get((size, state.value), 0))
         yield family
+        used = CounterMetricFamily(
+            "sparkfleet_cluster_core_seconds", "Cores held by clusters times the seconds they held them, from "
+            "JVM start to stop, by size class (the compute the fleet cost)", labels=["size"],
+        )
+        for size, seconds in sorted(self._core_seconds().items()):
+            used.add_metric([size], seconds)
+        yield used
 
 
 class Metrics:
@@ -74,13 +84,19 @@ class Metrics:
         self.watchdog_actions = Counter(
             "sparkfleet_watchdog_actions", "Runaway queries acted on, by action", ["action"], registry=self.registry,
         )
+        self.scaling_actions = Counter(
+            "sparkfleet_scaling_actions", "Autoscaler actions carried out, by action (start, drain, stop) and "
+            "size class", ["action", "size"], registry=self.registry,
+        )
         self.orphan_jobs = Counter(
             "sparkfleet_orphan_jobs_cancelled", "Spark jobs cancelled because the query that started them had "
             "ended (interrupted or failed) while they ran on", registry=self.registry,
         )
 
-    def watch_fleet(self, clusters: Callable[[], Iterable[tuple[str, str]]]) -> None:
-        self.registry.register(_FleetCollector(clusters))
+    def watch_fleet(
+        self, clusters: Callable[[], Iterable[tuple[str, str]]], core_seconds: Callable[[], dict[str, float]]
+    ) -> None:
+        self.registry.register(_FleetCollector(clusters, core_seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -54,6 +54,7 @@ class Autoscaler:
         demand: Callable[[], Iterable[tuple[str, int, float, int, str]]],
         pinned_clusters: Callable[[], set[str]],
         settings: ScalingSettings = ScalingSettings(),
+        on_action: Callable[[str, str], None] = lambda action, size: None,
     ) -> None:
         self._fleet = fleet
         self._clock = clock
@@ -62,6 +63,7 @@ class Autoscaler:
         self._demand = demand
         self._pinned_clusters = pinned_clusters
         self._settings = settings
+        self._on_action = on_action  # (action, size class) of each action carried out
         self._idle_since: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -117,12 +119,18 @@ class Autoscaler:
     def _carry_out(self, action: StartCluster | DrainCluster | StopCluster) -> None:
         log.info("autoscaler: %s", action)
         if isinstance(action, StartCluster):
+            self._on_action("start", action.size)
             self._spawn(self._start(action))
-        elif isinstance(action, DrainCluster):
-            self._fleet.drain_cluster(action.cluster_id, action.reason)
+            return
+        cluster = self._fleet.get(action.cluster_id)
+        size = cluster.size.name if cluster is not None else ""
+        if isinstance(action, DrainCluster):
+            self._fleet.drain_cluster(action.cluster_id, f"autoscaler: {action.reason}")
+            self._on_action("drain", size)
         else:
             stopping = self._fleet.stop_cluster(action.cluster_id, f"autoscaler: {action.reason}")
             if stopping is not None:
+                self._on_action("stop", size)
                 self._spawn(stopping)
 
     async def _start(self, action: StartCluster) -> None:

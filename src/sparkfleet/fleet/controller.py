@@ -19,6 +19,7 @@ from sparkfleet.config import Settings
 from sparkfleet.errors import ClusterStartFailed, SparkfleetError
 from sparkfleet.fleet.model import (
     ALIVE,
+    ENDED,
     ClusterState,
     ClusterView,
     FleetSnapshot,
@@ -56,6 +57,13 @@ class Cluster:
     work_ended_at: float | None = None
     sessions: set[str] = field(default_factory=set)
     lost_reason: str = ""
+    # When it reached a terminal state (wall-clock seconds, like ``created_at``).
+    ended_at: float | None = None
+
+    def core_seconds(self, now: float) -> float:
+        """Cores it held times the seconds it held them: from the start of its JVM to its end."""
+        end = self.ended_at if self.ended_at is not None else now
+        return self.size.cores * max(0.0, end - self.created_at)
 
     @property
     def running_queries(self) -> int:
@@ -136,6 +144,14 @@ class FleetController:
         self._listeners.append(listener)
 
     # ---- lifecycle ---------------------------------------------------------------------------
+
+    def core_seconds(self) -> dict[str, float]:
+        """Core-seconds every cluster of this run has held so far, by size class (the cost of compute)."""
+        now = self._clock.now()
+        used: dict[str, float] = {}
+        for cluster in self._clusters.values():
+            used[cluster.size.name] = used.get(cluster.size.name, 0.0) + cluster.core_seconds(now)
+        return used
 
     def size_class(self, name: str) -> SizeClass:
         size = self._settings.sizes[name]
@@ -268,6 +284,8 @@ class FleetController:
     def _set_state(self, cluster: Cluster, new: ClusterState, reason: str) -> None:
         check_transition(cluster.id, cluster.state, new)
         cluster.state = new
+        if new in ENDED:
+            cluster.ended_at = self._clock.now()
         self._record(cluster, reason)
         for listener in self._listeners:
             listener(cluster)

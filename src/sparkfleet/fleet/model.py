@@ -55,6 +55,7 @@ ALLOWED_TRANSITIONS: dict[ClusterState, dict[ClusterState, str]] = {
 
 ACCEPTS_QUERIES = frozenset({ClusterState.READY})
 ALIVE = frozenset({ClusterState.STARTING, ClusterState.READY, ClusterState.DRAINING})
+ENDED = frozenset({ClusterState.STOPPED, ClusterState.FAILED, ClusterState.LOST})
 
 
 def check_transition(cluster_id: str, old: ClusterState, new: ClusterState) -> str:

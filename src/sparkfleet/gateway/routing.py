@@ -86,6 +86,9 @@ class Router:
         queue_wait_s: float = 3600.0,
     ) -> None:
         self.placement_strategy = placement_strategy
+        # The autoscaler's mode ("" while the pool is fixed): Standard packs queries onto fewer
+        # clusters so the others can be stopped.
+        self.scaling_mode = ""
         # Queries wait here for a cluster: while the pool starts or replaces lost clusters
         # (``capacity_wait_s``), or while every cluster refuses them (``queue_wait_s``).
         self.admission = Admission(
@@ -146,6 +149,7 @@ class Router:
                 estimate=traits.estimate if traits else None,
                 metadata_only=traits is None or not traits.runs_job,
                 min_memory_mb=min_memory_mb,
+                pack=self._packs(traits),
             )
 
         decision = await self.admission.admit(query_id or f"call-{uuid.uuid4()}", make_request, traits)
@@ -160,6 +164,12 @@ class Router:
             cluster.sessions.add(session.session_id)
             self.sessions.persist(session)
         return cluster, decision.reason
+
+    def _packs(self, traits: QueryTraits | None) -> bool:
+        """Standard mode (the session's, else the autoscaler's) runs the least compute: pack."""
+        if not self.scaling_mode:
+            return False
+        return ((traits.mode if traits is not None else "") or self.scaling_mode) == "standard"
 
     def release(self, cluster_id: str, query_id: str) -> None:
         """The query's attempt on ``cluster_id`` is over: its reserved capacity goes to the next."""

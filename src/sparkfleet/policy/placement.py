@@ -10,8 +10,9 @@ of itself when it is fresh). Rules, in order:
    work only within its memory budget and its concurrency limits.
 3. Among clusters that admit the query, interactive work goes where no batch work runs and the
    fewest interactive queries share a core; batch work goes where no interactive work runs and the
-   least work runs. The
-   session's home cluster wins ties (its state is there already).
+   least work runs. The session's home cluster wins ties (its state is there already). Packed
+   (Standard mode: least compute), interactive work goes to the busiest cluster that still has a
+   free core, and to the most recently used of idle ones, so the others go idle and are stopped.
 4. Nothing admits it: queue (re-evaluated whenever the fleet changes). No ready cluster at all:
    wait for capacity.
 
@@ -74,6 +75,8 @@ class PlacementRequest:
     metadata_only: bool = False
     # Only clusters with more memory than this: the query ran a cluster this size out of memory.
     min_memory_mb: int = 0
+    # Fill busy clusters before idle ones (Standard mode), instead of spreading work out.
+    pack: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +242,18 @@ def _heap_pressed(cluster: ClusterView, now: float, settings: PlacementSettings)
 def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
     busy, active = _busy_slots(cluster, now, settings)
     lingering = cluster.batch_ended_within(now, settings.batch_linger_s)
+    if request.pack:
+        # Least compute: the busiest cluster with a free core, then the most recently used.
+        return (
+            len(_batch_work(cluster)) > 0 or lingering,
+            _heap_pressed(cluster, now, settings),
+            busy == 2,
+            _interactive_count(cluster) / cluster.size.cores >= 1,
+            -_interactive_count(cluster),
+            -_last_used(cluster, now),
+            cluster.id != request.home_cluster_id,
+            cluster.id,
+        )
     return (
         len(_batch_work(cluster)) > 0 or lingering,  # never share cores with batch work when avoidable
         _heap_pressed(cluster, now, settings),
@@ -250,6 +265,12 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
         active,
         cluster.id,
     )
+
+
+def _last_used(cluster: ClusterView, now: float) -> float:
+    if cluster.work:
+        return now
+    return cluster.work_ended_at if cluster.work_ended_at is not None else float("-inf")
 
 
 def _batch_key(cluster: ClusterView, request: PlacementRequest, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]

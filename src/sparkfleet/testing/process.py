@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+from prometheus_client.parser import text_string_to_metric_families
+
 _READY = re.compile(r"sparkfleet ready: sc://localhost:(\d+) admin http://localhost:(\d+)")
 
 
@@ -112,6 +114,15 @@ class SparkfleetProcess:
     def text(self, path: str) -> str:
         with urllib.request.urlopen(f"{self.admin}{path}", timeout=30) as response:
             return response.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` in ``/metrics`` whose labels include ``labels``."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.text("/metrics")):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
 
     def remember_cluster_pids(self) -> set[int]:
         """Pids of every JVM this sparkfleet runs (clusters and the shared catalog's metastore)."""
