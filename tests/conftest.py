@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from sparkfleet.testing.process import SparkfleetProcess, spark_session
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ ALTERNATING_POOL = """
 [pool]
 clusters = ["S", "S"]
 placement = "alternate"
-"""
+""" + FIXED_FLEET
 
 
 @pytest.fixture(scope="session")

@@ -88,11 +88,11 @@ class PlacementSettings(_Strict):
 
 
 class AutoscalerSettings(_Strict):
-    """How many clusters of which size run (policy/scaling.py). Off: the pool is fixed (a lost
-    cluster is replaced). On: clusters are started and stopped from demand, within the budget;
-    ``pool.clusters`` is only what runs at start."""
+    """How many clusters of which size run (policy/scaling.py). On (the default): clusters are
+    started and stopped from demand, within the budget; ``pool.clusters`` is only what runs at
+    start. Off: the pool is fixed (a lost cluster is replaced)."""
 
-    enabled: bool = False
+    enabled: bool = True
     # "performance": warm idle capacity, scale out sooner; "standard": least compute, scale to zero.
     mode: str = Field(default="performance", pattern="^(standard|performance)$")
     # What all clusters together may use; default: every CPU, and 3/4 of the machine's memory.
@@ -114,8 +114,9 @@ class PoolSettings(_Strict):
     """The pool of clusters and how they are made real."""
 
     provisioner: str = "local"
-    # Clusters kept running, by size class name; a lost cluster is replaced by one of its size.
-    clusters: list[str] = Field(default_factory=lambda: ["M"])
+    # Clusters started with sparkfleet, by size class name (a lost cluster is replaced by one of
+    # its size). With the autoscaler off these are the whole pool.
+    clusters: list[str] = Field(default_factory=lambda: ["S"])
     # Extra Spark confs for every cluster of the pool (server-wide confs such as reattach limits).
     spark_conf: dict[str, str] = Field(default_factory=dict)
     # How queries are placed: "workload" (default) decides per query from its estimated size, its

@@ -1,11 +1,18 @@
 """The autoscaler with real clusters: Standard mode scales an idle fleet to zero, starts a cluster
-for the first query that finds none, and never stops a cluster while a query runs on it."""
+for the first query that finds none, adds one when a query queues, stops idle ones, and never
+stops a cluster while a query runs on it."""
 
 from __future__ import annotations
 
 import pytest
 
-from sparkfleet.testing.process import SparkfleetProcess, run_in_thread, spark_session, wait_until
+from sparkfleet.testing.process import (
+    SparkfleetProcess,
+    run_in_thread,
+    spark_session,
+    wait_until,
+    wait_until_running_on_cluster,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +38,15 @@ def _clusters(proc: SparkfleetProcess) -> list[dict]:
     return proc.api("/api/clusters")
 
 
+def _sleeping(spark, ms: int):  # type: ignore[no-untyped-def]
+    """A query that sleeps ``ms`` in the JVM: its length does not depend on the machine's speed."""
+    return spark.range(1).selectExpr(f"reflect('java.lang.Thread', 'sleep', cast({ms} as bigint)) as slept", "id")
+
+
+def _relations(proc: SparkfleetProcess, spark) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [q for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=100") if q["kind"] == "relation"]
+
+
 def _scaled_to_zero(proc: SparkfleetProcess) -> list[dict] | None:
     rows = _clusters(proc)
     alive = [c for c in rows if c["state"] in ("starting", "ready", "draining", "stopping")]
@@ -52,31 +68,47 @@ def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
             assert len(started) == 1
             assert "autoscaler: 1 query waiting" in started[0]["history"][0]["reason"]
 
+            # Scale-out under queueing: a batch query takes the only cluster (a cluster runs one
+            # batch query at a time), so another session's batch query queues, and a cluster is
+            # started for it.
+            with spark_session(pool.url) as other:
+                for session in (spark, other):
+                    session.conf.set("sparkfleet.profile", "batch")
+                long_one, long_box = run_in_thread(lambda: _sleeping(spark, 8000).collect())
+                [busy] = wait_until_running_on_cluster(pool, spark)
+                queued_one, queued_box = run_in_thread(lambda: _sleeping(other, 2000).collect())
+                long_one.join(300)
+                queued_one.join(300)
+                assert long_box.get("result") and queued_box.get("result"), (long_box, queued_box)
+                [queued] = _relations(pool, other)
+                assert queued["cluster_id"] != busy
+                added = {c["id"]: c for c in _clusters(pool)}[queued["cluster_id"]]
+                assert "autoscaler: 1 query waiting" in added["history"][0]["reason"]
+                spark.conf.unset("sparkfleet.profile")
+
             # A query running longer than the idle timeout keeps its cluster. It sleeps in the JVM,
             # so its length does not depend on how fast the machine is.
-            slow = spark.range(1).selectExpr(
-                "reflect('java.lang.Thread', 'sleep', cast(10000 as bigint)) as slept", "id")
+            slow = _sleeping(spark, 10_000)
             thread, box = run_in_thread(lambda: slow.collect())
             thread.join(300)
             assert box.get("result") is not None, box.get("error")
             assert box["result"][0]["id"] == 0
-            records = [q for q in pool.api(f"/api/queries?session_id={spark.session_id}&limit=100")
-                       if q["kind"] == "relation"]
+            slow_record = max(_relations(pool, spark), key=lambda q: q["submitted_at"])
             # Its cluster was not stopped under it: nothing was lost and re-run, though the query
             # outlasted the idle timeout.
-            assert records and all(len(q["attempts"]) == 1 and q["state"] == "succeeded" for q in records)
-            assert max(q["duration_ms"] for q in records) >= 10_000
+            assert len(slow_record["attempts"]) == 1 and slow_record["state"] == "succeeded"
+            assert slow_record["duration_ms"] >= 10_000
 
         # And once idle again, back to zero.
         rows = wait_until(lambda: _scaled_to_zero(pool), 120, what="the fleet to scale to zero again")
 
-        # /metrics counts the actions and the compute: two clusters stopped, one started by the
+        # /metrics counts the actions and the compute: three clusters stopped, two started by the
         # autoscaler; a stopped cluster's core-seconds stay what they were when it stopped.
-        assert pool.metric("sparkfleet_scaling_actions_total", action="stop", size="S") == 2
-        assert pool.metric("sparkfleet_scaling_actions_total", action="start", size="S") == 1
-        assert pool.metric("sparkfleet_clusters", size="S", state="stopped") == 2
+        assert pool.metric("sparkfleet_scaling_actions_total", action="stop", size="S") == 3
+        assert pool.metric("sparkfleet_scaling_actions_total", action="start", size="S") == 2
+        assert pool.metric("sparkfleet_clusters", size="S", state="stopped") == 3
         used = pool.metric("sparkfleet_cluster_core_seconds_total", size="S")
         assert used == pytest.approx(sum(c["core_seconds"] for c in rows), abs=0.2)
-        # The second cluster lived through the 10 s query and the idle timeout after it.
-        assert [c for c in rows if c["id"] != first["id"]][0]["core_seconds"] > 10 + 4
+        # The cluster that ran the 10 s query lived through it and the idle timeout after it.
+        assert next(c for c in rows if c["id"] == slow_record["cluster_id"])["core_seconds"] > 10 + 4
         assert pool.metric("sparkfleet_cluster_core_seconds_total", size="S") == used

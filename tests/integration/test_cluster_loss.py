@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 from pyspark.errors import PySparkException
 
-from sparkfleet.testing.process import SparkfleetProcess, run_in_thread, spark_session, wait_until
+from sparkfleet.testing.process import (
+    FIXED_FLEET,
+    SparkfleetProcess,
+    hang_once_udf,
+    run_in_thread,
+    spark_session,
+    wait_until,
+)
 
-CONFIG = '[pool]\nclusters = ["S", "S"]\n'
+CONFIG = '[pool]\nclusters = ["S", "S"]\n' + FIXED_FLEET
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +56,6 @@ def _kill_when(pool, spark, marker: Path, action) -> tuple[dict, dict]:
     return running, box
 
 
-def _hang_once_udf(marker_dir: str):
-    """A UDF that, the first time it runs anywhere, signals it started and then hangs."""
-    from pyspark.sql.functions import udf
-
-    @udf("long")
-    def slow_double(x):
-        import os
-        import time
-
-        marker = os.path.join(marker_dir, "started")
-        if not os.path.exists(marker):
-            open(marker, "w").close()
-            time.sleep(600)
-        return x * 2
-
-    return slow_double
-
-
 def test_next_query_after_a_kill_runs_elsewhere_with_the_session_state(pool, spark):
     spark.conf.set("spark.sql.shuffle.partitions", "5")
     spark.range(10).createOrReplaceTempView("survivors")
@@ -89,7 +78,7 @@ def test_next_query_after_a_kill_runs_elsewhere_with_the_session_state(pool, spa
 
 
 def test_a_read_running_when_its_cluster_dies_is_re_run_without_an_error(pool, spark, tmp_path):
-    slow_double = _hang_once_udf(str(tmp_path))
+    slow_double = hang_once_udf(str(tmp_path))
     spark.range(5).createOrReplaceTempView("inputs")
     running, box = _kill_when(
         pool, spark, tmp_path / "started",
@@ -201,7 +190,7 @@ def test_tables_outlive_the_cluster_that_wrote_them(pool, spark):
 
 def test_a_create_of_a_table_that_does_not_exist_yet_is_re_run(pool, spark, tmp_path):
     table = f"created_{spark.session_id[:8]}"
-    slow_double = _hang_once_udf(str(tmp_path))
+    slow_double = hang_once_udf(str(tmp_path))
     running, box = _kill_when(
         pool, spark, tmp_path / "started",
         lambda: spark.range(3).select(slow_double("id").alias("d")).write.saveAsTable(table),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import signal
 
-from sparkfleet.testing.process import SparkfleetProcess, spark_session
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session
 
 
 def test_a_session_continues_after_the_gateway_restarts(tmp_path):
     module = tmp_path / "restart_helpers.py"
     module.write_text("def shout(s):\n    return s.upper() + '!'\n")
-    with SparkfleetProcess('[pool]\nclusters = ["S"]\n', data_dir=tmp_path / "fleet", name="sparkfleet-restart") as proc:
+    with SparkfleetProcess('[pool]\nclusters = ["S"]\n' + FIXED_FLEET, data_dir=tmp_path / "fleet", name="sparkfleet-restart") as proc:
         with spark_session(proc.url) as spark:
             spark.conf.set("spark.sql.shuffle.partitions", "3")
             spark.range(5).createOrReplaceTempView("kept")

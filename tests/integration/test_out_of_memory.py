@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from sparkfleet.testing.process import SparkfleetProcess, spark_session, wait_until
+from sparkfleet.testing.process import (
+    FIXED_FLEET,
+    SparkfleetProcess,
+    hang_once_udf,
+    run_in_thread,
+    spark_session,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +36,7 @@ memory_mb = 4096
 cores = 2
 memory_mb = 8192
 """
-FIXED_POOL = SIZES + '\n[pool]\nclusters = ["S", "S"]\n'
+FIXED_POOL = SIZES + '\n[pool]\nclusters = ["S", "S"]\n' + FIXED_FLEET
 AUTOSCALED_POOL = SIZES + '\n[pool]\nclusters = ["S"]\n\n[autoscaler]\nenabled = true\nmode = "standard"\n'
 ROWS = 40_000_000
 
@@ -70,8 +77,15 @@ def test_without_a_larger_size_the_query_fails_clearly_and_is_not_repeated():
         assert spark.range(10).selectExpr("sum(id)").collect()[0][0] == 45
 
 
-def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_the_next_run_goes_there():
-    with SparkfleetProcess(AUTOSCALED_POOL, name="sparkfleet-oom-recovery") as pool, spark_session(pool.url) as spark:
+def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_the_next_run_goes_there(tmp_path):
+    with (SparkfleetProcess(AUTOSCALED_POOL, name="sparkfleet-oom-recovery") as pool, spark_session(pool.url) as spark,
+          spark_session(pool.url) as other):
+        # Another session's query runs on the same (only) cluster, hanging until the cluster dies
+        # (one partition: no result reaches its client before then).
+        hang = hang_once_udf(str(tmp_path))
+        victim_thread, victim = run_in_thread(lambda: other.range(0, 3, 1, 1).select(hang("id").alias("d")).collect())
+        wait_until((tmp_path / "started").exists, 120, what="the other session's query to start")
+
         assert _one_big_group(spark).collect()[0]["n"] == ROWS
         [record] = _relation_records(pool, spark)
         assert record["state"] == "succeeded"
@@ -89,3 +103,14 @@ def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_the_
         assert again["fingerprint"] == record["fingerprint"] and again["state"] == "succeeded"
         [only] = again["attempts"]
         assert clusters[only["cluster_id"]]["size"] == "M" and only["outcome"] == "succeeded"
+
+        # The victim: its query died with the culprit's cluster and was re-run as a lost read, not
+        # as an out-of-memory culprit (so on any cluster, not only larger ones), and completed.
+        victim_thread.join(300)
+        assert "result" in victim, victim.get("error")
+        assert sorted(r["d"] for r in victim["result"]) == [0, 2, 4]
+        [victim_record] = _relation_records(pool, other)
+        lost, rerun = victim_record["attempts"]
+        assert lost["cluster_id"] == first["cluster_id"] and lost["outcome"] == "cluster lost"
+        assert rerun["outcome"] == "succeeded" and victim_record["state"] == "succeeded"
+        assert "larger" not in lost["reason"], lost["reason"]

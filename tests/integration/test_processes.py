@@ -13,9 +13,9 @@ import threading
 import pytest
 from pyspark.sql import SparkSession
 
-from sparkfleet.testing.process import SparkfleetProcess, pid_alive, wait_until, wait_until_running_on_cluster
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, pid_alive, wait_until, wait_until_running_on_cluster
 
-SMALL_POOL = '[pool]\nclusters = ["S"]\n'
+SMALL_POOL = '[pool]\nclusters = ["S"]\n' + FIXED_FLEET
 
 
 def test_the_only_cluster_killed_mid_read_is_replaced_and_the_read_completes_there():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.compute as pc
 import pytest
 
-from sparkfleet.testing.process import SparkfleetProcess, spark_session
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session
 
 # Every response stream ends after 1 s or 123 bytes: clients must reattach constantly.
 CONFIG = """
@@ -15,7 +15,7 @@ clusters = ["S"]
 [pool.spark_conf]
 "spark.connect.execute.reattachable.senderMaxStreamDuration" = "1s"
 "spark.connect.execute.reattachable.senderMaxStreamSize" = "123"
-"""
+""" + FIXED_FLEET
 
 
 @pytest.fixture(scope="module")

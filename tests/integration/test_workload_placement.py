@@ -9,6 +9,7 @@ from pyspark.errors import PySparkException
 from sparkfleet.fleet.cpu_control import autogroup_nice, can_restore_priority, process_tree_threads, thread_share
 from sparkfleet.gateway.queue_status import queue_info
 from sparkfleet.testing.process import (
+    FIXED_FLEET,
     SparkfleetProcess,
     run_in_thread,
     spark_session,
@@ -24,7 +25,7 @@ clusters = ["S", "S"]
 [placement]
 interactive_budget_s = 6
 batch_linger_s = 2
-"""
+""" + FIXED_FLEET
 # Long enough to still be running while the test looks; interrupted at the end.
 HEAVY = "select count(*) as n from range(0, 1000000000) a cross join range(0, 10000) b where (a.id + b.id) % 7 = 3"
 

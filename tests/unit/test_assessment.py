@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pyspark.sql.connect.proto import base_pb2
 
-from sparkfleet.clock import VirtualClock
 from sparkfleet.fleet.model import Profile
 from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_started, temp_view_plans
 from sparkfleet.gateway.input_sizes import InputSizer

@@ -32,7 +32,9 @@ def test_defaults() -> None:
     assert settings.gateway.port == DEFAULT_GATEWAY_PORT == 15002
     assert settings.admin.port == DEFAULT_ADMIN_PORT == 15080
     assert settings.pool.provisioner == "local"
-    assert settings.pool.clusters == ["M"]
+    # The embedded default: one small cluster to start with, then the autoscaler in Performance mode.
+    assert settings.pool.clusters == ["S"]
+    assert settings.autoscaler.enabled and settings.autoscaler.mode == "performance"
     assert settings.data_dir == Path(".sparkfleet")
     assert settings.sizes == default_sizes()
     machine = len(os.sched_getaffinity(0))

@@ -78,7 +78,8 @@ def test_never_over_budget_never_stops_busy_young_or_stateful_clusters(clusters,
     for cid in stopped:
         c = by_id[cid]
         assert not c.view.work and not c.holds_state
-        if c.view.state is ClusterState.READY:
+        if c.view.state is ClusterState.READY and "to make room" not in next(
+                a.reason for a in actions if isinstance(a, StopCluster) and a.cluster_id == cid):
             assert NOW - c.started_at >= SETTINGS.min_lifetime_s
     assert len(stopped) == sum(isinstance(a, StopCluster) for a in actions)  # one action per cluster
     assert plan(clusters, demand, mode) == actions  # deterministic
@@ -135,6 +136,16 @@ def test_idle_clusters_make_room_for_a_needed_larger_one_within_the_budget() -> 
     actions = plan(fleet, [waiting("big", memory_mb=1100, waited=0.1)], budget=small_budget)
     assert [type(a) for a in actions] == [StopCluster, StartCluster]
     assert actions[0].cluster_id == "s2" and actions[1].size == "M"
+    # A cluster younger than its minimum lifetime (a warm one just started) gives way too.
+    young = [cluster("s1", busy=True), cluster("s2", idle_for=1, age=2)]
+    assert [type(a) for a in plan(young, [waiting("big", memory_mb=1100, waited=0.1)], budget=small_budget)] == [
+        StopCluster, StartCluster]
+    # An idle cluster as large as the one needed is about to take the work: it is not stopped.
+    ready_m = [cluster("s1", busy=True), cluster("m1", size="M", idle_for=0, age=1)]
+    assert plan(ready_m, [Demand("big", 0, waited_s=60, floor_mb=1024)], budget=small_budget) == []
+    # Warm capacity never stops a cluster to make room for itself.
+    assert plan([cluster("m1", size="M", busy=True), cluster("m2", size="M", idle_for=5, age=5)],
+                mode=Mode.PERFORMANCE, budget=Budget(cores=4, memory_mb=4096)) == []
     # With the idle one busy too there is no room: nothing is started.
     busy = [cluster("s1", busy=True), cluster("s2", busy=True)]
     assert plan(busy, [waiting("big", memory_mb=1100, waited=0.1)], budget=small_budget) == []

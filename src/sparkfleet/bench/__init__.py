@@ -46,6 +46,16 @@ BENCHMARKS = {
             "sparkfleet.bench.mixed",
             "interactive latency and ETL throughput side by side: workload placement, session affinity, one cluster",
         ),
+        Benchmark(
+            "oom",
+            "sparkfleet.bench.oom",
+            "out-of-memory workloads run twice: first-run success, second-run OOMs, recovery latency",
+        ),
+        Benchmark(
+            "cost",
+            "sparkfleet.bench.cost",
+            "a bursty trace on Standard, Performance-optimized and a static fleet: core-seconds, cold starts, latency",
+        ),
     )
 }
 

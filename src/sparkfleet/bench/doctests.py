@@ -24,10 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,6 +44,7 @@ from sparkfleet.bench.doctest_results import (
     placement_spread,
     read_results,
 )
+from sparkfleet.bench.harness import sigterm_as_interrupt
 
 DEFAULT_TIMEOUT_S = 2700.0
 _KILL_GRACE_S = 5.0
@@ -230,9 +230,11 @@ _QUERY_RECORDS = 10_000  # the admin API's largest page: the spread is of the ne
 
 
 def gateway_toml(placement: str) -> str:
+    from sparkfleet.testing.process import FIXED_FLEET
+
     clusters = ", ".join(['"M"'] * PLACEMENTS[placement])
     return (f'[pool]\nclusters = [{clusters}]\nplacement = "{placement}"\n\n'
-            f'[sizes.M]\ncores = {_CORES}\nmemory_mb = {_MEMORY_MB}\n')
+            f'[sizes.M]\ncores = {_CORES}\nmemory_mb = {_MEMORY_MB}\n' + FIXED_FLEET)
 
 
 def _direct_target():  # type: ignore[no-untyped-def]
@@ -263,20 +265,6 @@ def _with_server(make, run: Callable[[str], TargetRun], inspect=None) -> TargetR
         return result
     finally:
         server.stop()
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so the same cleanup runs for both."""
-
-    def raise_interrupt(signum, frame):  # type: ignore[no-untyped-def]
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- reporting -------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from sparkfleet.bench.estimate_results import (
     static_estimate_stability,
 )
 from sparkfleet.bench.tpch import QUERY_NAMES, TABLES, TPCH_QUERIES, ensure_tpch_data, register_tpch
-from sparkfleet.testing.process import SparkfleetProcess, spark_session
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session
 
 DEFAULT_DATA = Path.home() / ".cache" / "sparkfleet" / "tpch"
 _METRICS_WAIT_S = 120.0  # a run's cost is read from the Spark UI after it ends, in the background
@@ -72,7 +72,7 @@ class ScaleRun:
 
 
 def pool_toml(cluster: str) -> str:
-    return f'[pool]\nclusters = ["{cluster}"]\n'
+    return f'[pool]\nclusters = ["{cluster}"]\n' + FIXED_FLEET
 
 
 def make_tables_visible(spark: Any, data: Path, mode: str) -> None:

@@ -20,17 +20,16 @@ import math
 import os
 import random
 import signal
-import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NoReturn, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from sparkfleet.bench.doctests import sigterm_as_interrupt
+from sparkfleet.bench.harness import measured
 from sparkfleet.bench.fault_results import (
     Kill,
     QueryOutcome,
@@ -45,7 +44,7 @@ from sparkfleet.bench.fault_results import (
     spread,
     summarize_kinds,
 )
-from sparkfleet.testing.process import SparkfleetProcess
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess
 
 PROGRESS_EVERY_S = 10.0
 _POLL_S = 0.25
@@ -446,17 +445,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _exit_now(code: int) -> NoReturn:
-    """Exit without waiting for the stock client's release threads: they are not daemons, and
-    after an interrupt they retry a gateway that is gone for minutes. Everything of ours (the
-    gateway and every cluster JVM) was stopped and checked before this is called."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def pool_toml(clusters: Sequence[str]) -> str:
-    return "[pool]\nclusters = [" + ", ".join(f'"{c}"' for c in clusters) + "]\n"
+    return "[pool]\nclusters = [" + ", ".join(f'"{c}"' for c in clusters) + "]\n" + FIXED_FLEET
 
 
 def run(argv: list[str]) -> int:
@@ -464,16 +454,15 @@ def run(argv: list[str]) -> int:
     out = Console(highlight=False, width=max(Console().width, 140))
     out.print(f"[dim]starting sparkfleet with clusters {', '.join(args.clusters)}...[/dim]")
     proc = SparkfleetProcess(config_toml=pool_toml(args.clusters), name="sparkfleet-faults")
-    try:
-        with sigterm_as_interrupt():
-            try:
-                proc.start()  # an interrupt while it starts must stop it too, hence no ``with proc``
-                out.print(f"[dim]gateway {proc.url}, admin {proc.admin}[/dim]")
-                result = run_workload(out, proc, args)
-            finally:
-                proc.stop()
-    except KeyboardInterrupt:
-        out.print("sparkfleet bench faults: interrupted; sparkfleet and every cluster were stopped")
-        _exit_now(130)
+
+    def measure() -> Run:
+        try:
+            proc.start()  # an interrupt while it starts must stop it too, hence no ``with proc``
+            out.print(f"[dim]gateway {proc.url}, admin {proc.admin}[/dim]")
+            return run_workload(out, proc, args)
+        finally:
+            proc.stop()
+
+    result = measured(out, "faults", measure, catch_failures=False)
     report(out, result)
     return 1 if result.stuck else exit_code(result.outcomes)

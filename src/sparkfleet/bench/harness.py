@@ -9,13 +9,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import sys
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence, TypeVar
 
-from sparkfleet.testing.process import SparkfleetProcess
+from rich.console import Console
+
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess
 
 # One cluster, so the gateway can only place on the cluster the direct side talks to.
-ONE_CLUSTER_TOML = '[pool]\nclusters = ["M"]\n'
+ONE_CLUSTER_TOML = '[pool]\nclusters = ["M"]\n' + FIXED_FLEET
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,51 @@ def one_cluster_fleet() -> Iterator[Target]:
             gateway_pid=proc.proc.pid,
             cluster_pid=int(cluster["pid"]),
         )
+
+
+# ---- running a measurement ----------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so the same cleanup runs for both."""
+
+    def raise_interrupt(signum, frame):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit without waiting for the stock client's release threads: they are not daemons, and
+    after an interrupt they retry a gateway that is gone for minutes. Everything of ours (the
+    gateway and every cluster JVM) was stopped before this is called."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def measured(out: Console, name: str, measure: Callable[[], T], catch_failures: bool = True) -> T:
+    """``measure()``, whose fleets stop themselves whatever happens; after Ctrl-C or SIGTERM (or a
+    failure, with ``catch_failures``) say so and exit at once (130, or 1)."""
+    try:
+        with sigterm_as_interrupt():
+            return measure()
+    except KeyboardInterrupt:
+        out.print(f"sparkfleet bench {name}: interrupted; sparkfleet and every cluster were stopped")
+        exit_now(130)
+    except Exception:  # noqa: BLE001 - the fleet was stopped; the sessions' threads would hang the exit
+        if not catch_failures:
+            raise
+        out.print_exception()
+        out.print(f"sparkfleet bench {name}: failed; sparkfleet and every cluster were stopped")
+        exit_now(1)
 
 
 # ---- statistics ------------------------------------------------------------------------------

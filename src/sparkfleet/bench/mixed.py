@@ -28,22 +28,21 @@ import json
 import math
 import os
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Sequence
 
 from rich.console import Console
 
-from sparkfleet.bench.doctests import sigterm_as_interrupt
 from sparkfleet.bench.fault_results import error_class_of, first_line
+from sparkfleet.bench.harness import measured
 from sparkfleet.bench.faults import stock_sessions
 from sparkfleet.bench.mixed_report import report
 from sparkfleet.bench.mixed_results import ETL_CLIENT, Phase, PhaseRun, Timing, exit_code, summarize_latency
 from sparkfleet.bench.tpch import TPCH_QUERIES, ensure_tpch_data, register_tpch
-from sparkfleet.testing.process import SparkfleetProcess
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess
 
 PROGRESS_EVERY_S = 10.0
 _POLL_S = 0.25
@@ -188,9 +187,9 @@ def fleet_toml(phase: Phase, memory_mb: int) -> str:
     sizes = (f"[sizes.B1]\ncores = 1\nmemory_mb = {memory_mb}\n\n"
              f"[sizes.B2]\ncores = 2\nmemory_mb = {2 * memory_mb}\n\n")
     if phase.key == "c":
-        return sizes + '[pool]\nclusters = ["B2"]\nplacement = "workload"\n'
+        return sizes + '[pool]\nclusters = ["B2"]\nplacement = "workload"\n' + FIXED_FLEET
     placement = "session-affinity" if phase.key == "b" else "workload"
-    return sizes + f'[pool]\nclusters = ["B1", "B1"]\nplacement = "{placement}"\n'
+    return sizes + f'[pool]\nclusters = ["B1", "B1"]\nplacement = "{placement}"\n' + FIXED_FLEET
 
 
 def _client_names(phase: Phase, interactive: int) -> list[str]:
@@ -392,27 +391,10 @@ def measure(out: Console, args: argparse.Namespace) -> list[PhaseRun]:
     return [run_phase(out, PHASES[key], args, data_dir) for key in args.phases]
 
 
-def _exit_now(code: int) -> NoReturn:
-    """Exit without waiting for the stock client's release threads (not daemons; after an
-    interrupt they retry a gateway that is gone for minutes). Every fleet was stopped before."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def run(argv: list[str]) -> int:
     args = parse(argv)
     out = Console(highlight=False, width=max(Console().width, 140))
-    try:
-        with sigterm_as_interrupt():
-            runs = measure(out, args)
-    except KeyboardInterrupt:
-        out.print("sparkfleet bench mixed: interrupted; sparkfleet and every cluster were stopped")
-        _exit_now(130)
-    except Exception:  # noqa: BLE001 - the fleet was stopped; the sessions' threads would hang the exit
-        out.print_exception()
-        out.print("sparkfleet bench mixed: failed; sparkfleet and every cluster were stopped")
-        _exit_now(1)
+    runs = measured(out, "mixed", lambda: measure(out, args))
     out.rule("results")
     report(out, runs)
     return exit_code(runs)

@@ -5,7 +5,8 @@ replay can rebuild), the queries waiting for a cluster, the size classes, the ma
 the mode, ``plan_scaling`` returns actions with reasons. Rules:
 
 1. **Budget.** The cores and memory of live clusters never exceed the machine's budget; a start
-   that would is not planned (idle clusters may be stopped first to make room).
+   that would is not planned. Idle ready clusters smaller than the one waiting queries need may be
+   stopped first to make room, however young; warm capacity never stops a cluster.
 2. **Vertical.** A waiting query whose expected memory fits no live cluster's budget gets a
    cluster of the smallest size class it fits (the largest, if none does).
 3. **Horizontal out, quickly.** Queries waiting longer than the mode's ``scale_out_after_s`` get one
@@ -157,9 +158,9 @@ def plan_scaling(
     def fits_budget(size: SizeClass) -> bool:
         return used_cores + size.cores <= budget.cores and used_mb + size.memory_mb <= budget.memory_mb
 
-    def start(size: SizeClass, reason: str) -> bool:
+    def start(size: SizeClass, reason: str, make_room: bool = True) -> bool:
         nonlocal used_cores, used_mb
-        if not fits_budget(size):
+        if not fits_budget(size) and make_room:
             _make_room(size)
         if not fits_budget(size):
             return False
@@ -168,10 +169,10 @@ def plan_scaling(
         used_mb += size.memory_mb
         return True
 
-    def stoppable(c: ClusterFacts, idle_for_s: float) -> bool:
+    def stoppable(c: ClusterFacts, idle_for_s: float, min_lifetime_s: float = settings.min_lifetime_s) -> bool:
         return (c.view.state is ClusterState.READY and not c.view.work and not c.holds_state
                 and c.idle_since is not None and now - c.idle_since >= idle_for_s
-                and now - c.started_at >= settings.min_lifetime_s and c.view.id not in stopping)
+                and now - c.started_at >= min_lifetime_s and c.view.id not in stopping)
 
     def stop(c: ClusterFacts, reason: str) -> None:
         nonlocal used_cores, used_mb
@@ -181,11 +182,13 @@ def plan_scaling(
         used_mb -= c.view.size.memory_mb
 
     def _make_room(size: SizeClass) -> None:
-        # Idle clusters (any idle time, past their minimum lifetime) give way to waiting work.
+        # Idle clusters smaller than the one needed give way to the waiting work, however young
+        # (the minimum lifetime keeps scale-in from flapping; a query waiting for room is not
+        # flapping). An idle cluster as large is about to take the work itself: it stays.
         for c in sorted(live, key=lambda c: (c.idle_since or now, c.view.id)):
             if fits_budget(size):
                 return
-            if stoppable(c, 0.0):
+            if c.view.size.memory_mb < size.memory_mb and stoppable(c, 0.0, min_lifetime_s=0.0):
                 stop(c, f"idle; stopped to make room for a {size.name} cluster that waiting queries need")
 
     # A draining cluster leaves once its work is done and its session state released.
@@ -229,7 +232,7 @@ def plan_scaling(
     missing = mode_settings.warm_idle_clusters - len(warm)
     for _ in range(max(0, missing)):
         if not start(smallest, f"{mode.value} mode keeps {mode_settings.warm_idle_clusters} idle "
-                               f"{smallest.name} cluster(s) warm for bursts"):
+                               f"{smallest.name} cluster(s) warm for bursts", make_room=False):
             break
     # Scale in: idle clusters beyond warm capacity and the mode's minimum, longest idle first.
     remaining = len([c for c in live if c.view.id not in stopping]) + sum(isinstance(a, StartCluster) for a in actions)

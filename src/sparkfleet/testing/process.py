@@ -25,6 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 _READY = re.compile(r"sparkfleet ready: sc://localhost:(\d+) admin http://localhost:(\d+)")
 
 
+# Appended to a pool's config: the clusters it names are the whole fleet, started once and
+# replaced when lost (tests and benchmarks that compare fixed fleets).
+FIXED_FLEET = "\n[autoscaler]\nenabled = false\n"
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -188,6 +193,25 @@ def spark_session(url: str) -> Iterator[Any]:
             session.stop()
         except Exception:  # noqa: BLE001 - the server may be gone; nothing left to release
             pass
+
+
+def hang_once_udf(marker_dir: str):  # type: ignore[no-untyped-def]
+    """A Python UDF doubling its input that, the first time it runs anywhere, creates
+    ``marker_dir/started`` and hangs (until its cluster dies); once that file exists it returns at once."""
+    from pyspark.sql.functions import udf
+
+    @udf("long")
+    def double_after_hang(x):  # type: ignore[no-untyped-def]
+        import os
+        import time
+
+        marker = os.path.join(marker_dir, "started")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            time.sleep(600)
+        return x * 2
+
+    return double_after_hang
 
 
 def wait_until_running_on_cluster(proc: SparkfleetProcess, spark: Any, timeout_s: float = 60) -> list[str]:
