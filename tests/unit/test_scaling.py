@@ -102,6 +102,9 @@ def test_waiting_queries_scale_out_after_the_modes_delay_and_not_twice() -> None
     assert isinstance(plan(busy, [waiting("q", waited=1.0)], Mode.PERFORMANCE)[0], StartCluster)
     [start] = plan(busy, [waiting("q", waited=6.0), waiting("r", waited=5.5)], Mode.STANDARD)
     assert start.size == "S" and "2 queries waiting, the oldest 6.0s" in start.reason
+    # With no cluster at all (scaled to zero), the first query does not wait for the delay.
+    [cold] = plan([], [waiting("q", waited=0.0)], Mode.STANDARD)
+    assert cold.size == "S" and "no cluster is running" in cold.reason
     # A cluster that can take it is already starting: no second one.
     assert plan(busy + [cluster("s2", state=ClusterState.STARTING)], [waiting("q", waited=60)]) == []
 

@@ -255,7 +255,10 @@ class FleetController:
             hint = " (out of memory)" if "OutOfMemoryError" in tail else ""
             cluster.lost_reason = f"its JVM exited with status {code}{hint}"
             self._set_state(cluster, ClusterState.LOST, cluster.lost_reason)
-            if not self._stopping:
+            # A fixed pool gets a cluster of the same size back. An autoscaled one gets what the
+            # queries lost with it need (one that ran it out of memory needs a larger size, and
+            # a same-size replacement would only hold the budget), as the autoscaler decides.
+            if not self._stopping and not self.autoscaled:
                 self._spawn(self._replace(cluster))
 
     async def _replace(self, lost: Cluster) -> None:

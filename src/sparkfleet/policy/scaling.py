@@ -11,7 +11,7 @@ the mode, ``plan_scaling`` returns actions with reasons. Rules:
    cluster of the smallest size class it fits (the largest, if none does).
 3. **Horizontal out, quickly.** Queries waiting longer than the mode's ``scale_out_after_s`` get one
    more cluster of the size the oldest of them needs, unless a cluster that could take it is
-   already starting.
+   already starting; with no cluster running at all, at once.
 4. **Warm capacity (Performance).** At least ``warm_idle_clusters`` clusters of the smallest size
    class stay ready (or starting) with nothing to do, so a burst does not wait for a JVM.
 5. **In, slowly.** A ready cluster idle for the mode's ``idle_before_stop_s``, older than
@@ -217,15 +217,18 @@ def plan_scaling(
     def delay(d: Demand) -> float:
         return settings.modes[d.mode or mode].scale_out_after_s
 
-    due = [d for d in waiting if d.waited_s >= delay(d)]
+    # With no cluster at all (scaled to zero, or the last one lost) waiting longer helps nobody.
+    due = [d for d in waiting if d.waited_s >= delay(d) or not accepting]
     if due:
         d = due[0]
         size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
         on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes
                       and c.view.size.memory_mb > d.floor_mb]
+        why = (f"({(d.mode or mode).value} mode scales out after {delay(d):g}s)" if accepting
+               else "and no cluster is running")
         if not on_the_way:
             start(size, f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting, the oldest "
-                        f"{d.waited_s:.1f}s ({(d.mode or mode).value} mode scales out after {delay(d):g}s)")
+                        f"{d.waited_s:.1f}s {why}")
     # Warm capacity (Performance mode).
     smallest = by_size[0]
     warm = [c for c in accepting if not c.view.work and c.view.size == smallest and c.view.id not in stopping]
