@@ -63,6 +63,19 @@ class ClusterLost(ClusterError):
         self.reached_cluster = reached_cluster
 
 
+class RanOutOfMemory(ClusterLost):
+    """A query failed because it ran its cluster out of memory, and the cluster says so in the
+    error (the cluster may live on). Recovered like a query lost with its cluster: retried on a
+    larger size class when that is safe, else surfaced with the reason."""
+
+    error_class = "SPARKFLEET.OUT_OF_MEMORY"
+    sql_state = "53200"
+
+    def __init__(self, message: str, cluster_id: str, evidence: str) -> None:
+        super().__init__(message, cluster_id)
+        self.evidence = evidence  # what in the error gave it away
+
+
 class ReplayFailed(ClusterError):
     """A session's journal could not be replayed onto a cluster."""
 

@@ -67,3 +67,43 @@ def test_the_culprit_is_the_session_whose_stage_ran_out_of_memory() -> None:
     assert oom_culprit_sessions(LOG.replace("OutOfMemoryError", "IOException")) == frozenset()
     # A log that lost the stage's call site names nobody (every session then counts as a victim).
     assert oom_culprit_sessions("\n".join(line for line in LOG.splitlines() if "session_id" not in line)) == frozenset()
+
+
+# ---- the gateway reads it off a live cluster's error ----------------------------------------------
+
+
+def _backend_error(details: str, metadata: dict[str, str]):  # type: ignore[no-untyped-def]
+    import grpc
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    from sparkfleet.gateway.status import STATUS_DETAILS_KEY
+
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.ErrorInfo(reason="org.apache.spark.SparkException", metadata=metadata))
+    status = status_pb2.Status(code=2, message=details, details=[packed]).SerializeToString()
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNKNOWN, grpc.aio.Metadata(),
+                                grpc.aio.Metadata((STATUS_DETAILS_KEY, status)), details)
+
+
+def test_a_live_clusters_error_that_says_out_of_memory_becomes_a_recoverable_loss() -> None:
+    from types import SimpleNamespace
+
+    from sparkfleet.errors import ClusterLost, RanOutOfMemory
+    from sparkfleet.gateway.attempts import out_of_memory_in
+
+    cluster = SimpleNamespace(id="s-1")
+    # The message alone says nothing about SparkOutOfMemoryError; the classes in the trailer do.
+    broadcast = _backend_error(
+        "Not enough memory to build and broadcast the table to all worker nodes.",
+        {"classes": '["org.apache.spark.memory.SparkOutOfMemoryError"]', "errorClass": "_LEGACY_ERROR_TEMP_2250"},
+    )
+    ran_out = out_of_memory_in(broadcast, cluster)  # type: ignore[arg-type]
+    assert isinstance(ran_out, RanOutOfMemory) and isinstance(ran_out, ClusterLost)
+    assert ran_out.cluster_id == "s-1" and "SparkOutOfMemoryError" in ran_out.evidence
+    assert ran_out.error_class == "SPARKFLEET.OUT_OF_MEMORY"
+    driver = _backend_error("java.lang.OutOfMemoryError: Java heap space", {"errorClass": ""})
+    assert out_of_memory_in(driver, cluster).evidence == "driver: java.lang.OutOfMemoryError: Java heap space"  # type: ignore[arg-type, union-attr]
+    analysis = _backend_error("[TABLE_OR_VIEW_NOT_FOUND] The table `t` cannot be found.",
+                              {"errorClass": "TABLE_OR_VIEW_NOT_FOUND"})
+    assert out_of_memory_in(analysis, cluster) is None  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""Runs an ExecutePlan and, if its cluster is lost, runs it again elsewhere when that is safe.
+"""Runs an ExecutePlan and, if its cluster is lost (or it ran its cluster out of memory), runs it
+again elsewhere when that is safe.
 
 This is the imperative shell around ``policy/recovery.py``, which only decides, from plain facts and
 without I/O, whether a query whose cluster was lost may run again. Here the gateway gathers those
@@ -15,19 +16,22 @@ import logging
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-from sparkfleet.errors import ClusterLost, InvalidHandle, SparkfleetError
+import grpc
+
+from sparkfleet.errors import ClusterLost, InvalidHandle, RanOutOfMemory, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
 from sparkfleet.gateway.assessment import current_database
 from sparkfleet.gateway.operations import Operation, OperationRegistry
 from sparkfleet.gateway.replay import Replayer
-from sparkfleet.gateway.routing import RPCS, Routed, Router
+from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
+from sparkfleet.gateway.status import error_info_of
 from sparkfleet.gateway.targets import (
     clear_uncommitted_location,
     local_path_exists,
     managed_table_location,
     table_exists,
 )
-from sparkfleet.policy.oom import oom_culprit_sessions, oom_in_exit
+from sparkfleet.policy.oom import oom_culprit_sessions, oom_in_error, oom_in_exit
 from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
 
 log = logging.getLogger(__name__)
@@ -100,7 +104,8 @@ class AttemptRunner:
         except SparkfleetError as error:  # e.g. no cluster left to ask: the query ends here
             self.r.operations.finished(op, "failed", runtime, lost.error_class, f"{lost.message} {error}")
             raise
-        culprit = out_of_memory_evidence(cluster, routed.session.session_id)
+        culprit = (lost.evidence if isinstance(lost, RanOutOfMemory)
+                   else out_of_memory_evidence(cluster, routed.session.session_id))
         lost_memory_mb = cluster.size.memory_mb if cluster is not None else 0
         larger = self.r.fleet.next_larger_size(lost_memory_mb) if culprit and cluster is not None else None
         decision = decide_retry(
@@ -119,7 +124,10 @@ class AttemptRunner:
         )
         if not isinstance(decision, Retry):
             self.r.operations.finished(op, "failed", runtime, lost.error_class, lost.message, reason=decision.reason)
-            raise ClusterLost(f"{lost.message} The query was {decision.reason}.", lost.cluster_id) from None
+            message = f"{lost.message} The query was {decision.reason}."
+            if isinstance(lost, RanOutOfMemory):
+                raise RanOutOfMemory(message, lost.cluster_id, lost.evidence) from None
+            raise ClusterLost(message, lost.cluster_id) from None
         outcome = "out of memory" if culprit else "cluster lost"
         self.r.operations.attempt_failed(op, runtime, outcome, lost.error_class, decision.reason)
         log.info("operation %s: %s", op.id, decision.reason)
@@ -171,6 +179,19 @@ def out_of_memory_evidence(cluster: Cluster | None, session_id: str) -> str:
         return ""
     exited = oom_in_exit(handle.process.returncode, tail)
     return exited.detail if exited is not None else "its log shows this query's task running out of heap"
+
+
+def out_of_memory_in(error: grpc.aio.AioRpcError, cluster: Cluster) -> RanOutOfMemory | None:
+    """The query's error says it ran ``cluster`` out of memory (the driver's heap, Spark's memory
+    manager, a task's OutOfMemoryError in a job abort): recover it as such, or None."""
+    info = error_info_of(tuple(error.trailing_metadata() or ()))
+    # The exception classes Spark lists in the trailer name SparkOutOfMemoryError where the
+    # message alone does not (e.g. "Not enough memory to build and broadcast the table").
+    classes = info.metadata.get("classes", "") if info is not None else ""
+    evidence = oom_in_error(error_class_of(error), f"{error.details() or ''} {classes}")
+    if evidence is None:
+        return None
+    return RanOutOfMemory(error.details() or "", cluster.id, f"{evidence.where}: {evidence.detail}")
 
 
 def not_found_for_reattach(operations: OperationRegistry, operation_id: str) -> SparkfleetError:

@@ -26,7 +26,7 @@ from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_star
 from sparkfleet.gateway.options import split_config
 from sparkfleet.gateway.queue_status import queued_status, stop_queued
 from sparkfleet.gateway.releases import ReleaseCoalescer, release_execute_ack
-from sparkfleet.gateway.attempts import AttemptRunner, not_found_for_reattach
+from sparkfleet.gateway.attempts import AttemptRunner, not_found_for_reattach, out_of_memory_in
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
@@ -226,6 +226,9 @@ class SparkConnectService:
             surfaced = await self.r.backend_failed(error, cluster, f"operation {op.id if op else '?'}")
             if isinstance(surfaced, ClusterLost):
                 raise surfaced from None
+            ran_out = out_of_memory_in(error, cluster) if op is not None and not op.cancel_reason else None
+            if ran_out is not None:
+                raise ran_out from None
             if op is not None and op.cancel_reason:
                 cancelled = QueryCancelled(
                     f"operation {op.id} was cancelled by sparkfleet: {op.cancel_reason}. Unset or raise "
