@@ -23,10 +23,13 @@ client saw an error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -205,7 +208,8 @@ def run_arm(out: Console, arm: Arm, trace: Trace) -> ArmRun:
             stop.set()
             for thread in threads:
                 thread.join(_WIND_DOWN_S)
-        return ArmRun(arm.key, arm.title, window, used, cold, warm, list(timings), live)
+            records, clusters = proc.api("/api/queries?limit=1000"), proc.api("/api/clusters")
+        return ArmRun(arm.key, arm.title, window, used, cold, warm, list(timings), live, records, clusters)
     finally:
         stop.set()
         proc.stop()
@@ -226,6 +230,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--interactive-clients", type=int, default=2, help="interactive clients, one session each")
     p.add_argument("--batch-rows", type=int, default=400_000_000, help="rows each batch query aggregates")
     p.add_argument("--seed", type=int, default=0, help="seed of the interactive clients' queries and think times")
+    p.add_argument("--dump", type=Path, default=None, metavar="DIR",
+                   help="write each fleet's timings, gateway query records and clusters to DIR/<fleet>.json")
     args = p.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in args.arms if a not in ARMS]
@@ -246,6 +252,10 @@ def run(argv: list[str]) -> int:
               f"followed by {trace.gap_s:g}s idle ({trace.window_s:g}s per fleet); {trace.interactive_clients} "
               f"interactive clients (think ~{trace.think_s:g}s), 1 batch client[/dim]")
     runs = measured(out, "cost", lambda: [run_arm(out, ARMS[key], trace) for key in args.arms])
+    if args.dump is not None:
+        args.dump.mkdir(parents=True, exist_ok=True)
+        for r in runs:
+            (args.dump / f"{r.arm}.json").write_text(json.dumps(dataclasses.asdict(r), indent=1, default=str))
     out.rule("results")
     report(out, runs)
     exit_now(exit_code(runs))

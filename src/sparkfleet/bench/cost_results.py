@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 from sparkfleet.bench import harness
 
@@ -37,6 +38,9 @@ class ArmRun:
     timings: list[QueryTiming] = field(default_factory=list)
     # Live clusters, sampled through the window: (offset_s, count).
     live_clusters: list[tuple[float, int]] = field(default_factory=list)
+    # What the gateway recorded (its /api/queries and /api/clusters), for a closer look.
+    records: list[dict[str, Any]] = field(default_factory=list)
+    clusters: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
