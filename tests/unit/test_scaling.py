@@ -105,6 +105,13 @@ def test_waiting_queries_scale_out_after_the_modes_delay_and_not_twice() -> None
     # With no cluster at all (scaled to zero), the first query does not wait for the delay.
     [cold] = plan([], [waiting("q", waited=0.0)], Mode.STANDARD)
     assert cold.size == "S" and "no cluster is running" in cold.reason
+    # One cluster for them all, of the size the neediest requires (not one per query).
+    [cold] = plan([], [waiting("q", memory_mb=8, waited=1.0), waiting("big", memory_mb=1500, waited=0.5)])
+    assert cold.size == "L" and "2 queries waiting" in cold.reason
+    # The last cluster was lost to an out-of-memory query, with a victim: the larger size for both.
+    lost = [waiting("victim", waited=2.0), Demand("culprit", 0, waited_s=1.0, floor_mb=1024)]
+    [larger] = plan([], lost)
+    assert larger.size == "M" and larger.reason.startswith("query culprit ran a 1,024 MB cluster out of memory")
     # A cluster that can take it is already starting: no second one.
     assert plan(busy + [cluster("s2", state=ClusterState.STARTING)], [waiting("q", waited=60)]) == []
 

@@ -203,7 +203,9 @@ def plan_scaling(
     waiting = sorted(demand, key=lambda d: (-d.waited_s, d.query_id))
     largest_budget = max((_budget_bytes(c.view.size, settings) for c in accepting), default=0)
     largest_mb = max((c.view.size.memory_mb for c in accepting), default=0)
-    too_big = [d for d in waiting if d.memory_bytes > largest_budget or (d.floor_mb and d.floor_mb >= largest_mb)]
+    # With no cluster at all, the horizontal rule below starts the size the oldest query needs.
+    too_big = [d for d in waiting if accepting and (d.memory_bytes > largest_budget
+                                                    or (d.floor_mb and d.floor_mb >= largest_mb))]
     if too_big:
         d = max(too_big, key=lambda d: (d.floor_mb, d.memory_bytes, d.query_id))
         size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
@@ -220,15 +222,21 @@ def plan_scaling(
     # With no cluster at all (scaled to zero, or the last one lost) waiting longer helps nobody.
     due = [d for d in waiting if d.waited_s >= delay(d) or not accepting]
     if due:
-        d = due[0]
+        # The oldest waiter's size; with no cluster at all, the size the neediest one requires.
+        d = due[0] if accepting else max(due, key=lambda d: (d.floor_mb, d.memory_bytes, d.waited_s))
         size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
         on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes
                       and c.view.size.memory_mb > d.floor_mb]
-        why = (f"({(d.mode or mode).value} mode scales out after {delay(d):g}s)" if accepting
-               else "and no cluster is running")
+        waiting_now = f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting"
+        if accepting:
+            why = f"{waiting_now}, the oldest {due[0].waited_s:.1f}s ({(d.mode or mode).value} mode scales " \
+                  f"out after {delay(d):g}s)"
+        elif d.floor_mb:
+            why = f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory ({waiting_now}, no cluster running)"
+        else:
+            why = f"{waiting_now}, the oldest {due[0].waited_s:.1f}s and no cluster is running"
         if not on_the_way:
-            start(size, f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting, the oldest "
-                        f"{d.waited_s:.1f}s {why}")
+            start(size, why)
     # Warm capacity (Performance mode).
     smallest = by_size[0]
     warm = [c for c in accepting if not c.view.work and c.view.size == smallest and c.view.id not in stopping]
