@@ -28,7 +28,7 @@ from rich.table import Table
 
 from sparkfleet.bench.fault_results import first_line
 from sparkfleet.bench.harness import exit_now, measured
-from sparkfleet.bench.oom_results import Attempt, WorkloadRun, exit_code, summarize
+from sparkfleet.bench.oom_results import Attempt, WorkloadRun, by_workload, exit_code, summarize
 from sparkfleet.testing.process import SparkfleetProcess, spark_session
 
 SMALL_MB = 1024
@@ -130,10 +130,7 @@ def report(out: Console, runs: list[WorkloadRun]) -> None:
     table = Table(title="out-of-memory workloads, each run twice on a fresh fleet (S = 1 GiB, M = 4 GiB)")
     for column in ("workload", "run 1: attempts", "run 1 s", "run 2: attempts", "run 2 s"):
         table.add_column(column, justify="right" if column.endswith(" s") else "left")
-    by_name: dict[str, dict[int, WorkloadRun]] = {}
-    for r in runs:
-        by_name.setdefault(r.workload, {})[r.run] = r
-    for name, pair in by_name.items():
+    for name, pair in by_workload(runs).items():
         cells = []
         for run in (1, 2):
             r = pair.get(run)

@@ -52,19 +52,25 @@ class Summary:
         return statistics.median(self.recovery_added_s) if self.recovery_added_s else None
 
 
-def summarize(runs: list[WorkloadRun]) -> Summary:
-    by_workload: dict[str, dict[int, WorkloadRun]] = {}
+def by_workload(runs: list[WorkloadRun]) -> dict[str, dict[int, WorkloadRun]]:
+    """Each workload's runs by number, in the order the workloads first ran."""
+    grouped: dict[str, dict[int, WorkloadRun]] = {}
     for run in runs:
-        by_workload.setdefault(run.workload, {})[run.run] = run
-    firsts = [r[1] for r in by_workload.values() if 1 in r]
-    seconds = [r[2] for r in by_workload.values() if 2 in r]
+        grouped.setdefault(run.workload, {})[run.run] = run
+    return grouped
+
+
+def summarize(runs: list[WorkloadRun]) -> Summary:
+    pairs = by_workload(runs)
+    firsts = [r[1] for r in pairs.values() if 1 in r]
+    seconds = [r[2] for r in pairs.values() if 2 in r]
     added = [
         r[1].seconds - r[2].seconds
-        for r in by_workload.values()
+        for r in pairs.values()
         if 1 in r and 2 in r and r[1].ok and r[2].ok and r[1].out_of_memory
     ]
     return Summary(
-        workloads=len(by_workload),
+        workloads=len(pairs),
         first_run_succeeded=sum(1 for r in firsts if r.ok),
         first_run_out_of_memory=sum(1 for r in firsts if r.out_of_memory),
         second_run_succeeded=sum(1 for r in seconds if r.ok),
