@@ -133,6 +133,9 @@ class PoolSettings(_Strict):
     start_timeout_s: float = Field(default=180.0, gt=0)
     # Seconds to wait after SIGTERM before a cluster's processes are killed.
     stop_timeout_s: float = Field(default=10.0, gt=0)
+    # Run a few small queries on a new cluster before it takes work (not when queries already
+    # wait for it): its JVM's first query costs seconds of class loading and JIT otherwise.
+    warm_up: bool = True
 
 
 class Settings(_Strict):

@@ -60,6 +60,8 @@ def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
         [first] = rows
         assert first["state"] == "stopped"
         assert any(e["reason"].startswith("autoscaler: idle for") for e in first["history"])
+        # Started ahead of any query, it was warmed up before it was ready.
+        assert any("answered Spark Connect and warmed up" in e["reason"] for e in first["history"])
 
         with spark_session(pool.url) as spark:
             # The first request finds no cluster: one is started for it (a cold start).
@@ -67,6 +69,9 @@ def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
             started = [c for c in _clusters(pool) if c["id"] != first["id"]]
             assert len(started) == 1
             assert "autoscaler: 1 query waiting" in started[0]["history"][0]["reason"]
+            # A query was waiting for it: it took the query at once, without a warm-up.
+            [ready] = [e for e in started[0]["history"] if e["state"] == "ready"]
+            assert ready["reason"].startswith("answered Spark Connect after")
 
             # Scale-out under queueing: a batch query takes the only cluster (a cluster runs one
             # batch query at a time), so another session's batch query queues, and a cluster is

@@ -1,12 +1,15 @@
-"""fleet/monitor.py against a real Spark Connect server: an operation's cost and a cluster's load."""
+"""fleet/monitor.py against a real Spark Connect server: an operation's cost and a cluster's load;
+and what the warm-up of a new cluster (fleet/provisioners/warmup.py) leaves on it."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+import uuid
 from typing import Any, Callable, Iterator, TypeVar
 
+import grpc
 import httpx
 import pytest
 from pyspark.sql import functions as F
@@ -26,6 +29,7 @@ from sparkfleet.fleet.monitor import (
 )
 from sparkfleet.testing.direct import DirectServer
 from sparkfleet.fleet.provisioners.local import free_port
+from sparkfleet.fleet.provisioners.warmup import WARM_UP_QUERIES, execute_request, warm_up
 from sparkfleet.testing.process import spark_session
 
 pytestmark = pytest.mark.integration
@@ -160,6 +164,40 @@ def test_a_dead_or_silent_ui_gives_no_metrics_quickly(spark: Any) -> None:
     assert _run(fetch_query_metrics(dead, spark.session_id, "00000000-0000-0000-0000-000000000000")) is None
     assert _run(fetch_utilisation(dead, SystemClock())) is None
     assert _run(fetch_app_id(dead)) is None
+
+
+# ---- warming a new cluster up -------------------------------------------------------------------
+
+
+def test_the_warm_up_runs_shuffles_on_the_cluster_and_releases_its_session(server: DirectServer, ui: str) -> None:
+    session_id = str(uuid.uuid4())
+    took = _run(warm_up(f"127.0.0.1:{server.port}", server.token, "direct", session_id=session_id))
+    assert took is not None and took > 0
+
+    async def jobs_of_session() -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            app = await fetch_app_id(ui, client=http)
+            jobs = (await http.get(f"{ui}/api/v1/applications/{app}/jobs")).json()
+        return [j for j in jobs if any(f"_Session_{session_id}_" in t for t in j["jobTags"])]
+
+    jobs = _run(jobs_of_session())
+    assert len(jobs) >= len(WARM_UP_QUERIES) and all(j["status"] == "SUCCEEDED" for j in jobs)
+    assert sum(len(j["stageIds"]) for j in jobs) > len(jobs)  # shuffles: jobs of more than one stage
+
+    # Its session was released: the server refuses to run anything more in it.
+    async def reuse() -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            execute = channel.unary_stream("/spark.connect.SparkConnectService/ExecutePlan")
+            async for _ in execute(execute_request(session_id, "SELECT 1"),
+                                   metadata=(("authorization", f"Bearer {server.token}"),)):
+                pass
+
+    with pytest.raises(grpc.aio.AioRpcError, match="SESSION_CLOSED"):
+        _run(reuse())
+
+
+def test_a_failed_warm_up_is_reported_not_raised(server: DirectServer) -> None:
+    assert _run(warm_up(f"127.0.0.1:{server.port}", "not-the-token", "direct")) is None
 
 
 # ---- a cluster's load ---------------------------------------------------------------------------

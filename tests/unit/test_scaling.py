@@ -92,7 +92,7 @@ def test_never_over_budget_never_stops_busy_young_or_stateful_clusters(clusters,
 
 def test_a_query_bigger_than_every_cluster_gets_a_larger_size() -> None:
     actions = plan([cluster("s1", busy=True)], [waiting("big", memory_mb=1500, waited=0.1)])
-    assert actions == [StartCluster("L", actions[0].reason)]  # M holds ~1229 MB, L ~2458 MB
+    assert actions == [StartCluster("L", actions[0].reason, warm_up=False)]  # M holds ~1229 MB, L ~2458 MB
     assert "query big needs ~1,500 MB" in actions[0].reason
 
 
@@ -164,7 +164,7 @@ def test_idle_clusters_make_room_for_a_needed_larger_one_within_the_budget() -> 
 def test_a_query_that_ran_a_size_out_of_memory_gets_the_next_larger_one() -> None:
     lost_on_s = Demand("q", 0, waited_s=0.1, floor_mb=1024)
     [start] = plan([cluster("s2")], [lost_on_s])
-    assert start == StartCluster("M", "query q ran a 1,024 MB cluster out of memory")
+    assert start == StartCluster("M", "query q ran a 1,024 MB cluster out of memory", warm_up=False)
     # An M on the way is enough; one that failed at M gets an L.
     assert plan([cluster("s2"), cluster("m1", "M", ClusterState.STARTING)], [lost_on_s]) == []
     [start] = plan([cluster("m1", "M")], [Demand("q", 0, waited_s=0.1, floor_mb=2048)])
@@ -178,6 +178,16 @@ def test_a_sessions_mode_sets_how_soon_its_waiting_query_scales_out() -> None:
     assert "performance mode scales out after 0.5s" in start.reason
     patient = Demand("q", 0, waited_s=1.0, mode=Mode.STANDARD)
     assert plan(busy, [patient], Mode.PERFORMANCE) == [StartCluster("S", plan(busy, [], Mode.PERFORMANCE)[0].reason)]
+
+
+def test_only_capacity_started_ahead_of_demand_is_warmed_up() -> None:
+    # A waiting query would wait for the warm-up too (it takes longer than a cold first query
+    # costs); a cluster kept warm for bursts has the time.
+    [for_the_waiting, warm] = plan([cluster("s1", busy=True)], [waiting("q", waited=1.0)], Mode.PERFORMANCE)
+    assert "waiting" in for_the_waiting.reason and not for_the_waiting.warm_up
+    assert "warm for bursts" in warm.reason and warm.warm_up
+    [from_zero] = plan([], [waiting("q", waited=0.0)], Mode.STANDARD)
+    assert not from_zero.warm_up
 
 
 def test_parse_mode_names_the_allowed_values() -> None:

@@ -135,7 +135,8 @@ class Autoscaler:
 
     async def _start(self, action: StartCluster) -> None:
         try:
-            await self._fleet.start_cluster(self._fleet.size_class(action.size), reason=f"autoscaler: {action.reason}")
+            await self._fleet.start_cluster(self._fleet.size_class(action.size), reason=f"autoscaler: {action.reason}",
+                                          warm_up=action.warm_up)
         except SparkfleetError as exc:
             log.error("autoscaler could not start a %s cluster: %s", action.size, exc)
 

@@ -163,7 +163,11 @@ class FleetController:
         starts = [self.start_cluster(self.size_class(name)) for name in self._settings.pool.clusters]
         return list(await asyncio.gather(*starts))
 
-    async def start_cluster(self, size: SizeClass, reason: str = "configured pool member") -> Cluster:
+    async def start_cluster(self, size: SizeClass, reason: str = "configured pool member",
+                            warm_up: bool = True) -> Cluster:
+        """Start a cluster and return it once it is ready; ``warm_up``: run a few small queries on
+        it first (when ``[pool] warm_up`` allows), so its first user query is not slowed by a cold
+        JVM. Not worth it for a cluster that queries already wait for."""
         cluster = Cluster(
             id=f"{size.name.lower()}-{secrets.token_hex(3)}",
             size=size,
@@ -182,6 +186,7 @@ class FleetController:
             cpus=cluster.cpus,
             spark_conf={**self._cluster_conf, **self._settings.pool.spark_conf},
             task_slots=max(size.cores, min(len(self._cpus), 2 * size.cores)) if self._borrows_cpus else None,
+            warm_up=warm_up and self._settings.pool.warm_up,
         )
         started_at = self._clock.monotonic()
         try:
@@ -195,7 +200,8 @@ class FleetController:
             self._set_state(cluster, ClusterState.STOPPED, "stopped during shutdown")
             raise ClusterStartFailed(f"{cluster.describe()} was stopped: sparkfleet is shutting down")
         elapsed = self._clock.monotonic() - started_at
-        self._set_state(cluster, ClusterState.READY, f"answered Spark Connect after {elapsed:.1f}s")
+        self._set_state(cluster, ClusterState.READY, f"answered Spark Connect{' and warmed up' if spec.warm_up else ''} "
+                                                        f"after {elapsed:.1f}s")
         self._report(cluster.id, f"ready at {cluster.address} in {elapsed:.1f}s")
         self._spawn(self._watch(cluster))
         return cluster
@@ -263,7 +269,7 @@ class FleetController:
 
     async def _replace(self, lost: Cluster) -> None:
         try:
-            await self.start_cluster(lost.size, reason=f"replaces lost cluster {lost.id}")
+            await self.start_cluster(lost.size, reason=f"replaces lost cluster {lost.id}", warm_up=False)
         except SparkfleetError as exc:
             log.error("could not replace %s: %s", lost.describe(), exc)
 

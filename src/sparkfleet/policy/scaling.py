@@ -114,6 +114,9 @@ class Demand:
 class StartCluster:
     size: str
     reason: str
+    # Run a few small queries on it before it takes work (fleet/provisioners/warmup.py): worth it
+    # for capacity started ahead of demand; a query already waiting would rather run cold at once.
+    warm_up: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +161,14 @@ def plan_scaling(
     def fits_budget(size: SizeClass) -> bool:
         return used_cores + size.cores <= budget.cores and used_mb + size.memory_mb <= budget.memory_mb
 
-    def start(size: SizeClass, reason: str, make_room: bool = True) -> bool:
+    def start(size: SizeClass, reason: str, for_waiting: bool = True) -> bool:
+        # Started for queries already waiting: it may make room, and it skips the warm-up.
         nonlocal used_cores, used_mb
-        if not fits_budget(size) and make_room:
+        if not fits_budget(size) and for_waiting:
             _make_room(size)
         if not fits_budget(size):
             return False
-        actions.append(StartCluster(size.name, reason))
+        actions.append(StartCluster(size.name, reason, warm_up=not for_waiting))
         used_cores += size.cores
         used_mb += size.memory_mb
         return True
@@ -243,7 +247,7 @@ def plan_scaling(
     missing = mode_settings.warm_idle_clusters - len(warm)
     for _ in range(max(0, missing)):
         if not start(smallest, f"{mode.value} mode keeps {mode_settings.warm_idle_clusters} idle "
-                               f"{smallest.name} cluster(s) warm for bursts", make_room=False):
+                               f"{smallest.name} cluster(s) warm for bursts", for_waiting=False):
             break
     # Scale in: idle clusters beyond warm capacity and the mode's minimum, longest idle first.
     remaining = len([c for c in live if c.view.id not in stopping]) + sum(isinstance(a, StartCluster) for a in actions)

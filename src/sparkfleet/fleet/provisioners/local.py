@@ -25,6 +25,7 @@ import grpc
 
 from sparkfleet.errors import ClusterStartFailed, EnvironmentProblem
 from sparkfleet.fleet.model import SizeClass
+from sparkfleet.fleet.provisioners.warmup import warm_up
 from sparkfleet.fleet.runtimes import Runtime
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -54,6 +55,8 @@ class ClusterSpec:
     # Tasks it runs at once (``local[N]``); None: one per core. More than its cores when it may
     # borrow idle CPUs of other clusters (fleet/cpu_sharing.py).
     task_slots: int | None = None
+    # Run the warm-up queries (fleet/provisioners/warmup.py) before it is reported ready.
+    warm_up: bool = False
 
 
 @dataclass
@@ -218,6 +221,16 @@ class LocalProvisioner:
         except BaseException:
             await cluster.stop(self.stop_timeout_s)
             raise
+        if spec.warm_up:
+            if progress:
+                progress(spec.id, "answering Spark Connect; warming up")
+            try:
+                took = await warm_up(cluster.address, token, spec.id)
+            except BaseException:
+                await cluster.stop(self.stop_timeout_s)
+                raise
+            if progress and took is not None:
+                progress(spec.id, f"warmed up in {took:.1f}s")
         return cluster
 
     async def _until_ready(self, cluster: LocalCluster) -> None:
