@@ -5,6 +5,9 @@ gateway reads the cluster's log for the session whose task ran out: that query i
 on a cluster of the same size (it would take that one down too). With the autoscaler on, it is
 restarted on a cluster of the next larger size class, started for it, and the client sees only a
 slower success; without it, the query fails with a clear error. The lost cluster is replaced.
+
+A broadcast too big for the driver fails the query on a cluster that stays alive (Spark's
+"Not enough memory to build and broadcast the table"): it is recovered the same way.
 """
 
 from __future__ import annotations
@@ -39,11 +42,20 @@ memory_mb = 8192
 FIXED_POOL = SIZES + '\n[pool]\nclusters = ["S", "S"]\n' + FIXED_FLEET
 AUTOSCALED_POOL = SIZES + '\n[pool]\nclusters = ["S"]\n\n[autoscaler]\nenabled = true\nmode = "standard"\n'
 ROWS = 40_000_000
+# A broadcast table of 8 M rows with a ~20-character string: too big for a 1 GiB driver, fine in 4 GiB.
+BROADCAST_ROWS = 14_000_000
 
 
 def _one_big_group(spark):  # type: ignore[no-untyped-def]
     return (spark.range(0, ROWS, 1, 4).selectExpr("0 as k", "id")
             .groupBy("k").agg({"id": "collect_list"}).selectExpr("size(`collect_list(id)`) as n"))
+
+
+def _broadcast_join(spark):  # type: ignore[no-untyped-def]
+    from pyspark.sql import functions as F
+
+    table = spark.range(0, BROADCAST_ROWS).selectExpr("id", "repeat(cast(id as string), 3) as s")
+    return spark.range(10).join(F.broadcast(table), "id")
 
 
 def _relation_records(proc: SparkfleetProcess, spark) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -75,6 +87,19 @@ def test_without_a_larger_size_the_query_fails_clearly_and_is_not_repeated():
         assert all(r["exit_code"] is None for r in rows if r["state"] == "ready")
         # The session goes on: its next query runs on a healthy cluster.
         assert spark.range(10).selectExpr("sum(id)").collect()[0][0] == 45
+
+        # A broadcast too big for the driver: the cluster lives on; the query fails clearly, once.
+        with pytest.raises(Exception) as raised:
+            _broadcast_join(spark).count()
+        message = str(raised.value)
+        assert "Not enough memory to build and broadcast" in message and "not retried" in message, message
+        broadcast = _relation_records(pool, spark)[-1]
+        [attempt] = broadcast["attempts"]
+        assert broadcast["state"] == "failed"
+        assert f"ran cluster {attempt['cluster_id']} out of memory (driver: Not enough memory" in attempt["reason"]
+        assert "no larger size class can be started" in attempt["reason"]
+        alive = {r["id"]: r for r in pool.api("/api/clusters?history=0")}[attempt["cluster_id"]]
+        assert alive["state"] == "ready" and alive["exit_code"] is None
 
 
 def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_the_next_run_goes_there(tmp_path):
@@ -114,3 +139,17 @@ def test_with_the_autoscaler_the_query_is_restarted_on_a_larger_cluster_and_the_
         assert lost["cluster_id"] == first["cluster_id"] and lost["outcome"] == "cluster lost"
         assert rerun["outcome"] == "succeeded" and victim_record["state"] == "succeeded"
         assert "larger" not in lost["reason"], lost["reason"]
+
+
+def test_a_live_clusters_out_of_memory_error_is_recovered_on_a_larger_cluster():
+    with SparkfleetProcess(AUTOSCALED_POOL, name="sparkfleet-oom-live") as pool, spark_session(pool.url) as spark:
+        assert _broadcast_join(spark).count() == 10
+        [record] = _relation_records(pool, spark)
+        first, second = record["attempts"]
+        clusters = {c["id"]: c for c in pool.api("/api/clusters")}
+        assert (clusters[first["cluster_id"]]["size"], first["outcome"]) == ("S", "out of memory")
+        assert "Not enough memory to build and broadcast" in first["reason"]
+        assert (clusters[second["cluster_id"]]["size"], second["outcome"]) == ("M", "succeeded")
+        # The S cluster did not die: it was not lost, and it still answers.
+        assert clusters[first["cluster_id"]]["state"] == "ready"
+        assert clusters[first["cluster_id"]]["exit_code"] is None

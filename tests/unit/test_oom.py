@@ -6,7 +6,13 @@ when a collect_list over 40 M rows in one group ran out of heap; only ids are sh
 
 from __future__ import annotations
 
-from sparkfleet.policy.oom import OOM_EXIT_STATUS, oom_culprit_sessions, oom_in_error, oom_in_exit
+from sparkfleet.policy.oom import (
+    OOM_EXIT_STATUS,
+    explained_by_log,
+    oom_culprit_sessions,
+    oom_in_error,
+    oom_in_exit,
+)
 
 CULPRIT = "53fff2b8-03d7-4e82-ad52-a9ca7d2ac669"
 VICTIM = "0b1c2d3e-0000-4000-8000-000000000001"
@@ -44,6 +50,27 @@ def test_every_shape_of_out_of_memory_in_an_error_is_recognised() -> None:
                         "recent failure: Lost task 0.0 in stage 2.0 (TID 4) (localhost executor driver): "
                         "java.lang.OutOfMemoryError: Java heap space")
     assert task is not None and task.where == "task" and task.detail == "java.lang.OutOfMemoryError: Java heap space"
+
+
+RESULT_FETCH_LOG = """\
+26/12/02 04:30:30 WARN BlockManager: Failed to fetch remote block taskresult_0 from [BlockManagerId(driver, 127.0.0.1, 45147, None)] after 1 fetch failures. Most recent failure cause:
+org.apache.spark.SparkException: Exception thrown in awaitResult:
+\tat org.apache.spark.util.SparkThreadUtils$.awaitResult(SparkThreadUtils.scala:53)
+Caused by: java.lang.OutOfMemoryError: Java heap space
+\tat java.base/java.nio.HeapByteBuffer.<init>(HeapByteBuffer.java:64)
+26/12/02 04:30:30 WARN TaskSetManager: Lost task 0.0 in stage 0.0 (TID 0) (localhost executor driver): TaskResultLost (result lost from block manager)
+"""
+RESULT_LOST = ("Job aborted due to stage failure: Task 0 in stage 0.0 failed 1 times, most recent failure: Lost task "
+               "0.0 in stage 0.0 (TID 0) (localhost executor driver): TaskResultLost (result lost from block manager)")
+
+
+def test_a_task_result_lost_is_out_of_memory_only_when_the_log_says_so() -> None:
+    # What a 1 GiB driver answers when a task's result is too big for its heap (measured).
+    assert explained_by_log(RESULT_LOST)
+    lost = oom_in_error("org.apache.spark.SparkException", RESULT_LOST, RESULT_FETCH_LOG)
+    assert lost is not None and lost.where == "driver" and "fetching it" in lost.detail
+    assert oom_in_error("org.apache.spark.SparkException", RESULT_LOST, "") is None  # a lost block, no OOM
+    assert not explained_by_log("[DIVIDE_BY_ZERO] Division by zero.")
 
 
 def test_errors_that_are_not_about_memory_are_not_oom() -> None:
@@ -92,15 +119,21 @@ def test_a_live_clusters_error_that_says_out_of_memory_becomes_a_recoverable_los
     from sparkfleet.errors import ClusterLost, RanOutOfMemory
     from sparkfleet.gateway.attempts import out_of_memory_in
 
-    cluster = SimpleNamespace(id="s-1")
-    # The message alone says nothing about SparkOutOfMemoryError; the classes in the trailer do.
+    cluster = SimpleNamespace(id="s-1", handle=None)
+    # Spark 4.x's own trailer for a broadcast too big for a 1 GiB driver: nothing in its
+    # classes or error class names memory; the message does.
     broadcast = _backend_error(
-        "Not enough memory to build and broadcast the table to all worker nodes.",
-        {"classes": '["org.apache.spark.memory.SparkOutOfMemoryError"]', "errorClass": "_LEGACY_ERROR_TEMP_2250"},
+        "Not enough memory to build and broadcast the table to all worker nodes. As a workaround, you "
+        "can either disable broadcast by setting spark.sql.autoBroadcastJoinThreshold to -1 or ...",
+        {"classes": '["org.apache.spark.SparkException","java.lang.Exception","java.lang.Throwable",'
+                    '"java.lang.Object"]', "errorClass": "_LEGACY_ERROR_TEMP_2250"},
     )
     ran_out = out_of_memory_in(broadcast, cluster)  # type: ignore[arg-type]
     assert isinstance(ran_out, RanOutOfMemory) and isinstance(ran_out, ClusterLost)
-    assert ran_out.cluster_id == "s-1" and "SparkOutOfMemoryError" in ran_out.evidence
+    assert ran_out.cluster_id == "s-1" and ran_out.evidence.startswith("driver: Not enough memory to build")
+    managed = _backend_error("error while calling spill()",
+                             {"classes": '["org.apache.spark.memory.SparkOutOfMemoryError"]', "errorClass": ""})
+    assert "SparkOutOfMemoryError" in out_of_memory_in(managed, cluster).evidence  # type: ignore[arg-type, union-attr]
     assert ran_out.error_class == "SPARKFLEET.OUT_OF_MEMORY"
     driver = _backend_error("java.lang.OutOfMemoryError: Java heap space", {"errorClass": ""})
     assert out_of_memory_in(driver, cluster).evidence == "driver: java.lang.OutOfMemoryError: Java heap space"  # type: ignore[arg-type, union-attr]

@@ -31,7 +31,7 @@ from sparkfleet.gateway.targets import (
     managed_table_location,
     table_exists,
 )
-from sparkfleet.policy.oom import oom_culprit_sessions, oom_in_error, oom_in_exit
+from sparkfleet.policy.oom import explained_by_log, oom_culprit_sessions, oom_in_error, oom_in_exit
 from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
 
 log = logging.getLogger(__name__)
@@ -183,12 +183,16 @@ def out_of_memory_evidence(cluster: Cluster | None, session_id: str) -> str:
 
 def out_of_memory_in(error: grpc.aio.AioRpcError, cluster: Cluster) -> RanOutOfMemory | None:
     """The query's error says it ran ``cluster`` out of memory (the driver's heap, Spark's memory
-    manager, a task's OutOfMemoryError in a job abort): recover it as such, or None."""
+    manager, a task's OutOfMemoryError in a job abort, a broadcast or a task result too big for the
+    driver): recover it as such, or None."""
     info = error_info_of(tuple(error.trailing_metadata() or ()))
-    # The exception classes Spark lists in the trailer name SparkOutOfMemoryError where the
-    # message alone does not (e.g. "Not enough memory to build and broadcast the table").
+    # The exception classes Spark lists in the trailer may name SparkOutOfMemoryError where the
+    # message alone does not.
     classes = info.metadata.get("classes", "") if info is not None else ""
-    evidence = oom_in_error(error_class_of(error), f"{error.details() or ''} {classes}")
+    message = f"{error.details() or ''} {classes}"
+    handle = cluster.handle
+    log = handle.log_tail(_OOM_LOG_BYTES) if handle is not None and explained_by_log(message) else ""
+    evidence = oom_in_error(error_class_of(error), message, log)
     if evidence is None:
         return None
     return RanOutOfMemory(error.details() or "", cluster.id, f"{evidence.where}: {evidence.detail}")
