@@ -21,6 +21,9 @@ from sparkfleet.errors import EnvironmentProblem
 from sparkfleet.fleet.catalog import SharedCatalog
 from sparkfleet.fleet.controller import FleetController
 from sparkfleet.fleet.provisioners.local import LocalProvisioner, ProgressCallback
+from sparkfleet.fleet.runtime_registry import RuntimeRegistry
+from sparkfleet.gateway.versions import WorkloadRuntimes
+from sparkfleet.policy.versions import RolloutSettings as VersionSettings
 from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_runtime
 from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.forwarding import Backends
@@ -45,6 +48,8 @@ from sparkfleet.store import Database
 log = logging.getLogger(__name__)
 
 PROVISIONERS = {"local": LocalProvisioner}
+# How often observed success may move a runtime to its next rollout stage.
+_ROLLOUT_EVERY_S = 10.0
 
 
 class _QuietUvicorn(uvicorn.Server):
@@ -61,6 +66,7 @@ class Sparkfleet:
         self.clock = clock or SystemClock()
         self._progress = progress
         self.runtime: Runtime
+        self.runtimes: RuntimeRegistry
         self.db: Database
         self.fleet: FleetController
         self.sessions: SessionRegistry
@@ -68,6 +74,8 @@ class Sparkfleet:
         self._grpc: grpc.aio.Server | None = None
         self._admin: _QuietUvicorn | None = None
         self._admin_task: asyncio.Task[None] | None = None
+        self._rollout_task: asyncio.Task[None] | None = None
+        self.versions: WorkloadRuntimes | None = None
         self._backends: Backends | None = None
         self.catalog: SharedCatalog | None = None
         self.port = 0
@@ -93,12 +101,19 @@ class Sparkfleet:
             await self.stop()
             raise
 
+    def _runtime_named(self, name: str | None) -> Runtime:
+        """A registered runtime (None: the general one), as the store has it now."""
+        self.runtimes.refresh()
+        return self.runtimes.general() if name is None else self.runtimes.get(name)
+
     async def _start(self) -> None:
         s = self.settings
         check_java()
         self.runtime = installed_pyspark_runtime()
         data_dir = Path(s.data_dir)
         self.db = Database(data_dir / "sparkfleet.db").open()
+        self.runtimes = RuntimeRegistry(self.db, self.clock)
+        self.runtimes.ensure_default()
         provisioner_cls = PROVISIONERS.get(s.pool.provisioner)
         if provisioner_cls is None:
             raise EnvironmentProblem(
@@ -111,7 +126,7 @@ class Sparkfleet:
             cluster_conf = self.catalog.cluster_conf()
         cpu_sharing = self._cpu_sharing_settings()
         self.fleet = FleetController(
-            s, provisioner, self.runtime, self.db, self.clock, self._progress, cluster_conf=cluster_conf,
+            s, provisioner, self._runtime_named, self.db, self.clock, self._progress, cluster_conf=cluster_conf,
             borrows_cpus=cpu_sharing.enabled,
         )
         self.cpu_sharer = CpuSharer(self.fleet, self.clock, cpu_sharing)
@@ -156,8 +171,14 @@ class Sparkfleet:
             WatchdogSettings(placement.interactive_budget_s, placement.runaway_factor, placement.runaway_min_s),
             on_action=lambda action: self.metrics.watchdog_actions.labels(action).inc(),
         )
+        rollout = s.rollout
+        self.versions = WorkloadRuntimes(self.runtimes, self.db, self.clock, VersionSettings(
+            canary_fraction=rollout.canary_fraction, promote_after_workloads=max(1, rollout.promote_after_workloads),
+            max_regression_rate=rollout.max_regression_rate, slowdown_ratio=rollout.slowdown_ratio,
+            min_runs_for_slowdown=rollout.min_runs_for_slowdown))
+        self._automatic_rollout = rollout.promote_after_workloads > 0
         service = SparkConnectService(
-            router, artifacts, self.catalog.warehouse if self.catalog else None, self.assessor
+            router, artifacts, self.catalog.warehouse if self.catalog else None, self.assessor, self.versions
         )
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.
@@ -171,6 +192,8 @@ class Sparkfleet:
         self.autoscaler = self._build_autoscaler()
         if self.autoscaler is not None:
             self.autoscaler.start()
+        if self._automatic_rollout:
+            self._rollout_task = asyncio.get_running_loop().create_task(self.versions.advance_every(_ROLLOUT_EVERY_S))
         await asyncio.gather(*([self.catalog.start(self._progress)] if self.catalog else []), self.fleet.start())
 
     def _build_autoscaler(self) -> Autoscaler | None:
@@ -196,6 +219,7 @@ class Sparkfleet:
             self.fleet, self.clock, mode, machine_budget(settings.max_cores, settings.max_memory_mb),
             self.router.admission.demand, pinned_clusters, scaling,
             on_action=lambda action, size: self.metrics.scaling_actions.labels(action, size).inc(),
+            general_runtime=lambda: self.runtimes.general().name,
         )
 
     def _cpu_sharing_settings(self) -> CpuShareSettings:
@@ -277,6 +301,9 @@ class Sparkfleet:
             await self.cpu_sharer.stop()
         if getattr(self, "autoscaler", None) is not None:
             await self.autoscaler.stop()
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+            await asyncio.gather(self._rollout_task, return_exceptions=True)
         if hasattr(self, "fleet"):
             await self.fleet.shutdown()
         if self.catalog is not None:

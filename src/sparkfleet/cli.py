@@ -1,4 +1,4 @@
-"""Command line: ``sparkfleet up | status | bench | compat``."""
+"""Command line: ``sparkfleet up | status | bench | compat | runtimes``."""
 
 from __future__ import annotations
 
@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     compat.add_argument("--timeout", type=float, default=2700, help="seconds one module may run (default 2700)")
     compat.add_argument("--out", type=Path, help="where logs and summary.json go (default: a new temp dir)")
     compat.set_defaults(func=_cmd_compat)
+
+    from sparkfleet.cli_runtimes import add_runtime_commands
+
+    add_runtime_commands(sub)
     return parser
 
 

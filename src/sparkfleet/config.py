@@ -105,6 +105,22 @@ class AutoscalerSettings(_Strict):
     min_lifetime_s: float | None = Field(default=None, ge=0)
 
 
+class RolloutSettings(_Strict):
+    """How new runtimes roll out (policy/versions.py; runtimes are added with `sparkfleet runtimes add`)."""
+
+    # Share of workloads a canary runtime runs.
+    canary_fraction: float = Field(default=0.1, ge=0, le=1)
+    # A canary becomes general after this many distinct workloads ran on it, with at most this
+    # share of them regressed; the runtime before a general one is retired once the general one
+    # ran as many and nothing is pinned to it. 0 turns the automatic stage changes off.
+    promote_after_workloads: int = Field(default=20, ge=0)
+    max_regression_rate: float = Field(default=0.05, ge=0, le=1)
+    # A workload this many times slower on a runtime than on the one before it (medians of at
+    # least min_runs_for_slowdown runs on each, on comparable input) is a performance regression.
+    slowdown_ratio: float = Field(default=2.0, gt=1)
+    min_runs_for_slowdown: int = Field(default=3, ge=1)
+
+
 class AdminSettings(_Strict):
     host: str = "localhost"
     port: int = Field(default=DEFAULT_ADMIN_PORT, ge=0, le=65535)
@@ -144,6 +160,7 @@ class Settings(_Strict):
     pool: PoolSettings = PoolSettings()
     placement: PlacementSettings = PlacementSettings()
     autoscaler: AutoscalerSettings = AutoscalerSettings()
+    rollout: RolloutSettings = RolloutSettings()
     sizes: dict[str, SizeClassSettings] = Field(default_factory=default_sizes)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
 
@@ -156,12 +173,18 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _pool_sizes_exist(self) -> "Settings":
-        unknown = [name for name in self.pool.clusters if name not in self.sizes]
+        unknown = [name for name in self.pool.clusters if pool_member(name)[0] not in self.sizes]
         if unknown:
             raise ValueError(
                 f"pool.clusters names unknown size class(es) {unknown}; known: {sorted(self.sizes)}"
             )
         return self
+
+
+def pool_member(entry: str) -> tuple[str, str | None]:
+    """A ``pool.clusters`` entry: ``"S"`` (the general runtime) or ``"S@4.2.1"`` (size@runtime)."""
+    size, _, runtime = entry.partition("@")
+    return size, runtime or None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

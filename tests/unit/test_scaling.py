@@ -27,9 +27,10 @@ SETTINGS = ScalingSettings()
 
 
 def cluster(cid: str, size: str = "S", state: ClusterState = ClusterState.READY, busy: bool = False,
-            idle_for: float = 0.0, age: float = 3600.0, holds_state: bool = False) -> ClusterFacts:
+            idle_for: float = 0.0, age: float = 3600.0, holds_state: bool = False,
+            runtime: str = "4.3.0") -> ClusterFacts:
     work = (RunningWork(f"q-{cid}", Profile.BATCH, 10.0, 0, NOW - 1),) if busy else ()
-    view = ClusterView(cid, BY_NAME[size], "4.3.0", state, len(work), 0, work)
+    view = ClusterView(cid, BY_NAME[size], runtime, state, len(work), 0, work)
     return ClusterFacts(view, started_at=NOW - age, idle_since=None if busy else NOW - idle_for, holds_state=holds_state)
 
 
@@ -188,6 +189,23 @@ def test_only_capacity_started_ahead_of_demand_is_warmed_up() -> None:
     assert "warm for bursts" in warm.reason and warm.warm_up
     [from_zero] = plan([], [waiting("q", waited=0.0)], Mode.STANDARD)
     assert not from_zero.warm_up
+
+
+def test_a_query_that_must_run_on_another_runtime_gets_a_cluster_of_that_runtime() -> None:
+    idle_new = [cluster("s1", idle_for=1.0)]
+    old_only = Demand("q", 0, waited_s=0.0, runtime="4.2.1")
+    # No 4.2.1 cluster at all: one starts at once, whatever idle 4.3.0 capacity there is.
+    [start] = plan_scaling(idle_new, [old_only], SIZES, BUDGET, Mode.PERFORMANCE, NOW, SETTINGS, general_runtime="4.3.0")
+    assert (start.size, start.runtime, start.warm_up) == ("S", "4.2.1", False)
+    assert "no 4.2.1 cluster is running" in start.reason
+    # One is on its way: nothing more.
+    on_the_way = idle_new + [cluster("s2", state=ClusterState.STARTING, runtime="4.2.1")]
+    assert plan_scaling(on_the_way, [old_only], SIZES, BUDGET, Mode.PERFORMANCE, NOW, SETTINGS,
+                        general_runtime="4.3.0") == []
+    # Warm capacity is of the general runtime: an idle 4.2.1 cluster does not count as warm.
+    [warm] = plan_scaling([cluster("s2", runtime="4.2.1", idle_for=1.0)], [], SIZES, BUDGET, Mode.PERFORMANCE, NOW,
+                          SETTINGS, general_runtime="4.3.0")
+    assert isinstance(warm, StartCluster) and warm.runtime == "" and "warm for bursts" in warm.reason
 
 
 def test_parse_mode_names_the_allowed_values() -> None:

@@ -22,7 +22,8 @@ LATEST = max(
     for entry in resources.files("sparkfleet.store.migrations").iterdir()
     if entry.name.endswith(".sql")
 )
-TABLES = {"clusters", "cluster_events", "sessions", "queries", "journal", "workload_runs"}
+TABLES = {"clusters", "cluster_events", "sessions", "queries", "journal", "workload_runs", "runtimes", "runtime_pins",
+          "regressions"}
 
 
 def _user_version(path: Path) -> int:

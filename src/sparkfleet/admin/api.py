@@ -14,6 +14,7 @@ from sparkfleet.fleet.model import ClusterState
 from sparkfleet.store.clusters import list_clusters
 from sparkfleet.store.queries import list_queries
 from sparkfleet.store.sessions import list_sessions
+from sparkfleet.store.runtimes import list_pins, list_regressions
 
 if TYPE_CHECKING:
     from sparkfleet.app import Sparkfleet
@@ -94,12 +95,20 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
         return JSONResponse(rows)
 
     async def runtimes(request: Request) -> JSONResponse:
-        rt = app.runtime
-        in_use = sum(1 for c in app.fleet.clusters() if c.runtime.name == rt.name and c.state not in _ENDED)
-        return JSONResponse(
-            [{"name": rt.name, "version": rt.version, "state": "default", "clusters": in_use,
-              "default_conf": rt.default_conf}]
-        )
+        app.runtimes.refresh()
+        pinned = list_pins(app.db)
+        answer = []
+        for r in app.runtimes.records():
+            answer.append({
+                "name": r["name"], "version": r["version"], "stage": r["stage"], "stage_reason": r["stage_reason"],
+                "stage_changed_at": r["stage_changed_at"], "added_at": r["added_at"], "default_conf": r["conf"],
+                "clusters": sum(1 for c in app.fleet.clusters() if c.runtime.name == r["name"] and c.state not in _ENDED),
+                "pinned_workloads": [p for p in pinned if p["runtime"] == r["name"]],
+            })
+        return JSONResponse(answer)
+
+    async def regressions(request: Request) -> JSONResponse:
+        return JSONResponse(list_regressions(app.db))
 
     async def metrics(request: Request) -> Response:
         return Response(app.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -116,6 +125,7 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
             Route("/api/queries", queries),
             Route("/api/queue", queue),
             Route("/api/runtimes", runtimes),
+            Route("/api/regressions", regressions),
             Route("/metrics", metrics),
         ],
         exception_handlers={SparkfleetError: handle_error},

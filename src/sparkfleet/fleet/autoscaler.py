@@ -51,10 +51,11 @@ class Autoscaler:
         clock: Clock,
         mode: Mode,
         budget: Budget,
-        demand: Callable[[], Iterable[tuple[str, int, float, int, str]]],
+        demand: Callable[[], Iterable[Demand]],
         pinned_clusters: Callable[[], set[str]],
         settings: ScalingSettings = ScalingSettings(),
         on_action: Callable[[str, str], None] = lambda action, size: None,
+        general_runtime: Callable[[], str] = lambda: "",
     ) -> None:
         self._fleet = fleet
         self._clock = clock
@@ -64,6 +65,7 @@ class Autoscaler:
         self._pinned_clusters = pinned_clusters
         self._settings = settings
         self._on_action = on_action  # (action, size class) of each action carried out
+        self._general_runtime = general_runtime
         self._idle_since: dict[str, float] = {}
         self._started_at: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,10 +112,10 @@ class Autoscaler:
             else:
                 idle_since = self._idle_since.setdefault(cluster.id, now)
             facts.append(ClusterFacts(view, started, idle_since, holds_state=cluster.id in pinned))
-        demand = [Demand(query_id, memory, waited, floor, Mode(mode) if mode else None)
-                  for query_id, memory, waited, floor, mode in self._demand()]
+        demand = list(self._demand())
         sizes = [self._fleet.size_class(name) for name in self._fleet.size_names()]
-        for action in plan_scaling(facts, demand, sizes, self.budget, self.mode, now, self._settings):
+        for action in plan_scaling(facts, demand, sizes, self.budget, self.mode, now, self._settings,
+                                   general_runtime=self._general_runtime()):
             self._carry_out(action)
 
     def _carry_out(self, action: StartCluster | DrainCluster | StopCluster) -> None:
@@ -136,7 +138,7 @@ class Autoscaler:
     async def _start(self, action: StartCluster) -> None:
         try:
             await self._fleet.start_cluster(self._fleet.size_class(action.size), reason=f"autoscaler: {action.reason}",
-                                          warm_up=action.warm_up)
+                                          warm_up=action.warm_up, runtime=action.runtime or None)
         except SparkfleetError as exc:
             log.error("autoscaler could not start a %s cluster: %s", action.size, exc)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from sparkfleet.clock import Clock
-from sparkfleet.config import Settings
+from sparkfleet.config import Settings, pool_member
 from sparkfleet.errors import ClusterStartFailed, SparkfleetError
 from sparkfleet.fleet.model import (
     ALIVE,
@@ -102,7 +102,7 @@ class FleetController:
         self,
         settings: Settings,
         provisioner: LocalProvisioner,
-        runtime: Runtime,
+        runtimes: Callable[[str | None], Runtime],
         db: Database,
         clock: Clock,
         progress: ProgressCallback | None = None,
@@ -117,7 +117,8 @@ class FleetController:
         # the pool's own spark_conf comes after them and wins.
         self._cluster_conf = dict(cluster_conf or {})
         self._provisioner = provisioner
-        self._runtime = runtime
+        # A runtime by name (None: the general one), from fleet/runtime_registry.py.
+        self._runtimes = runtimes
         self._db = db
         self._clock = clock
         self._progress = progress
@@ -160,29 +161,33 @@ class FleetController:
     async def start(self) -> list[Cluster]:
         """Start the configured pool and wait until every cluster is ready (or one fails)."""
         self._forget_previous_run()
-        starts = [self.start_cluster(self.size_class(name)) for name in self._settings.pool.clusters]
+        members = [pool_member(entry) for entry in self._settings.pool.clusters]
+        runtimes = {name: self._runtimes(name) for _, name in members}  # unknown runtimes fail before any JVM starts
+        starts = [self.start_cluster(self.size_class(size), runtime=runtimes[name].name) for size, name in members]
         return list(await asyncio.gather(*starts))
 
     async def start_cluster(self, size: SizeClass, reason: str = "configured pool member",
-                            warm_up: bool = True) -> Cluster:
+                            warm_up: bool = True, runtime: str | None = None) -> Cluster:
         """Start a cluster and return it once it is ready; ``warm_up``: run a few small queries on
         it first (when ``[pool] warm_up`` allows), so its first user query is not slowed by a cold
-        JVM. Not worth it for a cluster that queries already wait for."""
+        JVM. Not worth it for a cluster that queries already wait for. ``runtime``: its name
+        (None: the general runtime)."""
+        spark = self._runtimes(runtime)
         cluster = Cluster(
             id=f"{size.name.lower()}-{secrets.token_hex(3)}",
             size=size,
-            runtime=self._runtime,
+            runtime=spark,
             cpus=self._allocate_cpus(size.cores),
             created_at=self._clock.now(),
         )
         self._clusters[cluster.id] = cluster
         self._record(cluster, f"starting: {reason}")
         self._report(cluster.id, f"starting {size.name} ({size.cores} core(s), {size.memory_mb} MiB, "
-                                 f"CPUs {','.join(map(str, cluster.cpus))}, Spark {self._runtime.name})")
+                                 f"CPUs {','.join(map(str, cluster.cpus))}, Spark {spark.name})")
         spec = ClusterSpec(
             id=cluster.id,
             size=size,
-            runtime=self._runtime,
+            runtime=spark,
             cpus=cluster.cpus,
             spark_conf={**self._cluster_conf, **self._settings.pool.spark_conf},
             task_slots=max(size.cores, min(len(self._cpus), 2 * size.cores)) if self._borrows_cpus else None,
@@ -269,7 +274,8 @@ class FleetController:
 
     async def _replace(self, lost: Cluster) -> None:
         try:
-            await self.start_cluster(lost.size, reason=f"replaces lost cluster {lost.id}", warm_up=False)
+            await self.start_cluster(lost.size, reason=f"replaces lost cluster {lost.id}", warm_up=False,
+                                     runtime=lost.runtime.name)
         except SparkfleetError as exc:
             log.error("could not replace %s: %s", lost.describe(), exc)
 

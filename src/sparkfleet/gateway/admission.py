@@ -20,6 +20,7 @@ from sparkfleet.fleet.controller import Cluster, FleetController
 from sparkfleet.fleet.model import Profile, RunningWork
 from sparkfleet.plan.cost import Estimate
 from sparkfleet.policy.placement import PlacementRequest, PlacementSettings, Queue, RunOn, place_query
+from sparkfleet.policy.scaling import Demand, parse_mode
 
 # After waiting in vain, when the client should try again.
 RETRY_DELAY_S = 5.0
@@ -100,10 +101,9 @@ class Admission:
         """Called with the seconds a queued query waited, when it is placed."""
         self._queue_wait_listeners.append(listener)
 
-    def demand(self) -> list[tuple[str, int, float, int, str]]:
-        """(query id, expected memory in bytes, seconds queued, memory in MB of a cluster size it
-        ran out of memory or 0, its session's mode or "") of every query waiting: refused by the
-        clusters there are, or waiting for any cluster to be ready (none is)."""
+    def demand(self) -> list[Demand]:
+        """Every query waiting (refused by the clusters there are, or waiting for any cluster to
+        be ready: none is), as the autoscaler sees it."""
         now = self.clock.monotonic()
         found = []
         for w in self._waiters:
@@ -111,7 +111,9 @@ class Admission:
                 continue
             memory = w.traits.estimate.memory_bytes if w.traits is not None and w.traits.estimate else 0
             mode = w.traits.mode if w.traits is not None else ""
-            found.append((w.query_id, memory, now - w.enqueued_at, w.make_request().min_memory_mb, mode))
+            request = w.make_request()
+            found.append(Demand(w.query_id, memory, now - w.enqueued_at, request.min_memory_mb,
+                                parse_mode(mode) if mode else None, request.runtime))
         return found
 
     def oldest_wait_s(self) -> float:

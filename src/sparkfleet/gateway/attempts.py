@@ -31,8 +31,10 @@ from sparkfleet.gateway.targets import (
     managed_table_location,
     table_exists,
 )
+from sparkfleet.gateway.versions import BlinkTwice, FailedRun, WorkloadRuntimes
 from sparkfleet.policy.oom import explained_by_log, oom_culprit_sessions, oom_in_error, oom_in_exit
 from sparkfleet.policy.recovery import FailureFacts, Retry, decide_retry
+from sparkfleet.policy.versions import blink_refusal
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,14 @@ RelayStream = Callable[[Any, Operation, Routed, Cluster, bool], AsyncIterator[by
 class AttemptRunner:
     """Runs ExecutePlan operations attempt by attempt, re-running one after a cluster loss when safe."""
 
-    def __init__(self, router: Router, replay: Replayer, relay: RelayStream, warehouse: Path | None = None) -> None:
+    def __init__(self, router: Router, replay: Replayer, relay: RelayStream, warehouse: Path | None = None,
+                 versions: WorkloadRuntimes | None = None) -> None:
         self.r = router
         self.replay = replay
         self._relay = relay
+        # Runtimes side by side (gateway/versions.py): a suspect failure runs again on the
+        # previous runtime; None when there is nothing to choose between.
+        self.versions = versions
         # The pool's shared warehouse, when it has one (see fleet/catalog.py): a failed write's
         # uncommitted output is cleared from a managed table's location there before a re-run.
         self.warehouse = warehouse
@@ -84,7 +90,56 @@ class AttemptRunner:
                 return
             except ClusterLost as lost:
                 failure = lost
+            except BlinkTwice as blink:
+                async for message in self.blink(op, routed, cluster, blink, attempt):
+                    yield message
+                return
         async for message in self.retry_after_loss(op, routed, failure, attempt):
+            yield message
+
+    def after_failure(self, op: Operation, cluster: Cluster, error: grpc.aio.AioRpcError, surfaced: Any) -> None:
+        """A run on ``cluster`` failed with a Spark error: raise BlinkTwice when it may be the
+        runtime's fault and may run on the previous runtime; after a blink that failed too, settle
+        the operation and raise the first run's error (the workload's own). Else return."""
+        if self.versions is None or op.traits is None:
+            return
+        error_class = error_class_of(surfaced) or ""
+        message = error.details() or ""
+        if op.blinked is not None:
+            failed = op.blinked
+            reason = self.versions.blink_failed(op.traits.fingerprint, failed, cluster.runtime.name)
+            self.r.operations.finished(op, "failed", cluster.runtime.name, failed.error_class, failed.message,
+                                       reason=reason, attempt_error_class=error_class)
+            raise failed.error
+        if not op.blink_to or not self.versions.suspect(error_class, error.code().name):
+            return
+        intent = op.intent
+        refusal = blink_refusal(intent.kind, intent.idempotent, op.responses_forwarded) if intent is not None else "unknown"
+        if refusal is not None:
+            log.info("operation %s failed on %s; not run on %s: %s", op.id, cluster.runtime.name, op.blink_to, refusal)
+            return
+        now = self.r.operations.clock.monotonic()
+        seconds = now - op.started_mono if op.started_mono is not None else 0.0
+        raise BlinkTwice(FailedRun(cluster.runtime.name, error_class, message, seconds, op.id, surfaced), op.blink_to)
+
+    async def blink(self, op: Operation, routed: Routed, cluster: Cluster, blink: BlinkTwice,
+                     attempt: int) -> AsyncIterator[bytes]:
+        """Run the operation again on the previous runtime ("blink twice")."""
+        op.blink_to, op.blinked = "", blink.failed
+        reason = (f"failed on runtime {blink.failed.runtime} with {blink.failed.error_class or 'an error'}: "
+                  f"run again on {blink.to}, the runtime before it")
+        self.r.operations.attempt_failed(op, cluster.runtime.name, "failed", blink.failed.error_class, reason)
+        log.info("operation %s: %s", op.id, reason)
+        self.r.release(cluster.id, op.id)
+        try:
+            next_cluster, placed = await self.r.place(routed.session, op.request, frozenset(), op.traits, op.id,
+                                                      runtime=blink.to)
+        except SparkfleetError as error:
+            self.r.operations.finished(op, "failed", blink.failed.runtime, blink.failed.error_class,
+                                       f"{blink.failed.message} (not run on {blink.to}: {error})")
+            raise blink.failed.error from None
+        self.r.operations.placed(op, next_cluster.id, next_cluster.runtime.name, placed)
+        async for message in self.run(op, routed, next_cluster, reattachable=True, attempt=attempt + 1):
             yield message
 
     async def retry_after_loss(

@@ -69,6 +69,10 @@ class Operation:
     cancel_reason: str = ""
     reclassified: bool = False
     placement_reason: str = ""
+    # Its runtime (gateway/versions.py): where a suspect failure runs again ("": nowhere), and,
+    # once it did, the failed run (gateway/versions.FailedRun).
+    blink_to: str = ""
+    blinked: Any = None
 
 
 class OperationRegistry:
@@ -191,7 +195,10 @@ class OperationRegistry:
         error_class: str | None = None,
         error_message: str | None = None,
         reason: str = "",
+        attempt_error_class: str | None = None,
     ) -> None:
+        """Settle the operation; its last attempt failed with ``attempt_error_class`` when that
+        differs from the error the client gets (``error_class``)."""
         if self._active.pop((*op.session_key, op.id), None) is None:
             return  # already settled (e.g. released after completing)
         op.attempts.append(
@@ -199,7 +206,7 @@ class OperationRegistry:
                 "cluster_id": op.cluster_id,
                 "runtime": runtime,
                 "outcome": state,
-                "error_class": error_class,
+                "error_class": attempt_error_class or error_class,
                 "reason": reason,
             }
         )

@@ -127,6 +127,7 @@ class Router:
         traits: QueryTraits | None = None,
         query_id: str | None = None,
         min_memory_mb: int = 0,
+        runtime: str = "",
     ) -> tuple[Cluster, str]:
         """The cluster for the session's next request, waiting (queued) until one admits it.
 
@@ -135,6 +136,7 @@ class Router:
         what is known of an ExecutePlan (None for calls that run no job); its expected work is
         reserved on the chosen cluster under ``query_id`` until :meth:`release`. ``min_memory_mb``:
         only clusters with more memory than this (the query ran one that size out of memory).
+        ``runtime``: only clusters of this runtime ("": any).
         """
         pinned, pin_reason = self._pin_for(session, request)
         learned = traits.memory_floor_mb if traits is not None else 0
@@ -150,6 +152,7 @@ class Router:
                 metadata_only=traits is None or not traits.runs_job,
                 min_memory_mb=min_memory_mb,
                 pack=self._packs(traits),
+                runtime=runtime,
             )
 
         decision = await self.admission.admit(query_id or f"call-{uuid.uuid4()}", make_request, traits)

@@ -20,13 +20,14 @@ from pyspark.sql.connect.proto import base_pb2
 
 from sparkfleet.errors import ClusterLost, MalformedMessage, QueryCancelled, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
-from sparkfleet.fleet.model import ClusterState
+from sparkfleet.fleet.model import ALIVE, ClusterState
 from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_started
 from sparkfleet.gateway.options import split_config
 from sparkfleet.gateway.queue_status import queued_status, stop_queued
 from sparkfleet.gateway.releases import ReleaseCoalescer, release_execute_ack
 from sparkfleet.gateway.attempts import AttemptRunner, not_found_for_reattach, out_of_memory_in
+from sparkfleet.gateway.versions import BlinkTwice, WorkloadRuntimes
 from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
@@ -104,6 +105,7 @@ class SparkConnectService:
         artifacts: ArtifactStore | None = None,
         warehouse: Path | None = None,
         assessor: QueryAssessor | None = None,
+        versions: WorkloadRuntimes | None = None,
     ) -> None:
         self.r = router
         # Fingerprint, estimate and latency profile of each ExecutePlan, for placement.
@@ -113,7 +115,7 @@ class SparkConnectService:
         self.refresher = TableRefresher(router)
         # ExecutePlan attempts, re-run elsewhere after a cluster loss when safe; ``warehouse`` is
         # the pool's shared warehouse, when it has one (see fleet/catalog.py).
-        self.runner = AttemptRunner(router, self.replay, self._relay, warehouse)
+        self.runner = AttemptRunner(router, self.replay, self._relay, warehouse, versions)
         # Partial releases (release_until): acknowledged at once, the newest forwarded per operation.
         self.releases = ReleaseCoalescer()
 
@@ -146,7 +148,7 @@ class SparkConnectService:
         query_started(session, clock.monotonic())
         try:
             try:
-                cluster, reason = await self.r.place(session, request, traits=traits, query_id=operation_id)
+                cluster, reason = await self._place(op, session, request, traits)
             except SparkfleetError as error:
                 state = "cancelled" if isinstance(error, QueryCancelled) else "failed"
                 self.r.operations.finished(op, state, "", error.error_class, error.message)
@@ -159,6 +161,21 @@ class SparkConnectService:
                 yield message
         finally:
             query_ended(session, clock.monotonic(), op.response_bytes)
+
+    async def _place(self, op: Operation, session: VirtualSession, request: bytes, traits) -> tuple[Cluster, str]:  # type: ignore[no-untyped-def]
+        """Place a new ExecutePlan on a cluster of its workload's runtime (gateway/versions.py)."""
+        versions = self.runner.versions
+        # A fixed fleet runs only the runtimes of its clusters; an autoscaled one starts any.
+        available = None if self.r.fleet.autoscaled else frozenset(c.runtime.name for c in self.r.fleet.clusters()
+                                                                      if c.state in ALIVE)
+        assignment = (versions.assign(traits.fingerprint, available)
+                      if versions is not None and traits is not None else None)
+        if assignment is None:
+            return await self.r.place(session, request, traits=traits, query_id=op.id)
+        op.blink_to = assignment.fallback
+        cluster, reason = await self.r.place(session, request, traits=traits, query_id=op.id,
+                                             runtime=assignment.runtime)
+        return cluster, f"{reason}; runtime: {assignment.reason}"
 
     async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         routed = self.r.resolve(_REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
@@ -190,6 +207,10 @@ class SparkConnectService:
             if op is None:
                 raise
             async for message in self.runner.retry_after_loss(op, routed, lost, attempt=len(op.attempts) + 1):
+                yield message
+        except BlinkTwice as blink:
+            assert op is not None
+            async for message in self.runner.blink(op, routed, owner, blink, attempt=len(op.attempts) + 1):
                 yield message
 
     async def _relay(
@@ -239,6 +260,7 @@ class SparkConnectService:
                 )
                 raise cancelled from None
             if op is not None:
+                self.runner.after_failure(op, cluster, error, surfaced)  # may run it on the previous runtime
                 self.r.operations.finished(op, "failed", cluster.runtime.name, error_class_of(surfaced), error.details())
             raise surfaced from None
         except (asyncio.CancelledError, GeneratorExit):
@@ -272,6 +294,8 @@ class SparkConnectService:
                 session.remote_relations.pop(change.relation_id, None)
         op.changes = []
         self.r.operations.finished(op, "succeeded", cluster.runtime.name)
+        if self.runner.versions is not None and op.traits is not None:
+            self.runner.versions.after_success(op, cluster)
 
     async def release_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["ReleaseExecute"]

@@ -77,6 +77,8 @@ class PlacementRequest:
     min_memory_mb: int = 0
     # Fill busy clusters before idle ones (Standard mode), instead of spreading work out.
     pack: bool = False
+    # Only clusters of this runtime (policy/versions.py); "": any.
+    runtime: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,10 @@ def place_query(
         for cluster in ready:
             if cluster.id == request.pinned_cluster_id:
                 return RunOn(cluster.id, f"pinned to {cluster.id}: it holds {request.pin_reason}")
+    if request.runtime:  # the workload's runtime (policy/versions.py); only its clusters will do
+        ready = [c for c in ready if c.runtime == request.runtime]
+        if not ready:
+            return WaitForCapacity(f"no cluster of runtime {request.runtime} is ready")
     if request.strategy == "alternate" and ready:
         ids = [c.id for c in ready]
         after = (ids.index(request.home_cluster_id) + 1) % len(ids) if request.home_cluster_id in ids else 0

@@ -108,6 +108,8 @@ class Demand:
     floor_mb: int = 0
     # The mode its session set (sparkfleet.mode); None: the fleet's.
     mode: Mode | None = None
+    # The runtime it must run on (policy/versions.py); "": any.
+    runtime: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ class StartCluster:
     # Run a few small queries on it before it takes work (fleet/provisioners/warmup.py): worth it
     # for capacity started ahead of demand; a query already waiting would rather run cold at once.
     warm_up: bool = True
+    # Its runtime; "": the general one.
+    runtime: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +150,10 @@ def plan_scaling(
     mode: Mode,
     now: float,
     settings: ScalingSettings = ScalingSettings(),
+    general_runtime: str = "",
 ) -> list[ScalingAction]:
-    """What to start and stop now, each with its reason."""
+    """What to start and stop now, each with its reason. Warm capacity runs ``general_runtime``
+    ("": whatever runtime clusters run)."""
     if not sizes:
         return []
     mode_settings = settings.modes[mode]
@@ -161,14 +167,14 @@ def plan_scaling(
     def fits_budget(size: SizeClass) -> bool:
         return used_cores + size.cores <= budget.cores and used_mb + size.memory_mb <= budget.memory_mb
 
-    def start(size: SizeClass, reason: str, for_waiting: bool = True) -> bool:
+    def start(size: SizeClass, reason: str, for_waiting: bool = True, runtime: str = "") -> bool:
         # Started for queries already waiting: it may make room, and it skips the warm-up.
         nonlocal used_cores, used_mb
         if not fits_budget(size) and for_waiting:
             _make_room(size)
         if not fits_budget(size):
             return False
-        actions.append(StartCluster(size.name, reason, warm_up=not for_waiting))
+        actions.append(StartCluster(size.name, reason, warm_up=not for_waiting, runtime=runtime))
         used_cores += size.cores
         used_mb += size.memory_mb
         return True
@@ -200,50 +206,60 @@ def plan_scaling(
         if c.view.state is ClusterState.DRAINING and not c.view.work and not c.holds_state:
             stop(c, "drained: its last query ended and it holds no session state")
 
-    starting = [c for c in live if c.view.state is ClusterState.STARTING]
-    accepting = [c for c in live if c.view.state in (ClusterState.STARTING, ClusterState.READY)]
+    starting_all = [c for c in live if c.view.state is ClusterState.STARTING]
+    accepting_all = [c for c in live if c.view.state in (ClusterState.STARTING, ClusterState.READY)]
 
-    # Vertical: the biggest query nobody can hold.
-    waiting = sorted(demand, key=lambda d: (-d.waited_s, d.query_id))
-    largest_budget = max((_budget_bytes(c.view.size, settings) for c in accepting), default=0)
-    largest_mb = max((c.view.size.memory_mb for c in accepting), default=0)
-    # With no cluster at all, the horizontal rule below starts the size the oldest query needs.
-    too_big = [d for d in waiting if accepting and (d.memory_bytes > largest_budget
-                                                    or (d.floor_mb and d.floor_mb >= largest_mb))]
-    if too_big:
-        d = max(too_big, key=lambda d: (d.floor_mb, d.memory_bytes, d.query_id))
-        size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
-        why = (f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory" if d.floor_mb else
-               f"query {d.query_id} needs ~{d.memory_bytes / _MB:,.0f} MB; no live cluster holds more "
-               f"than ~{largest_budget / _MB:,.0f} MB")
-        if start(size, why):
-            waiting = [w for w in waiting if w is not d]
-    # Horizontal: the oldest waiter has waited long enough (by its session's mode, if it set one)
-    # and nothing that fits it is starting.
     def delay(d: Demand) -> float:
         return settings.modes[d.mode or mode].scale_out_after_s
 
-    # With no cluster at all (scaled to zero, or the last one lost) waiting longer helps nobody.
-    due = [d for d in waiting if d.waited_s >= delay(d) or not accepting]
-    if due:
-        # The oldest waiter's size; with no cluster at all, the size the neediest one requires.
-        d = due[0] if accepting else max(due, key=lambda d: (d.floor_mb, d.memory_bytes, d.waited_s))
-        size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
-        on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes
-                      and c.view.size.memory_mb > d.floor_mb]
-        waiting_now = f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting"
-        if accepting:
-            why = f"{waiting_now}, the oldest {due[0].waited_s:.1f}s ({(d.mode or mode).value} mode scales " \
-                  f"out after {delay(d):g}s)"
-        elif d.floor_mb:
-            why = f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory ({waiting_now}, no cluster running)"
-        else:
-            why = f"{waiting_now}, the oldest {due[0].waited_s:.1f}s and no cluster is running"
-        if not on_the_way:
-            start(size, why)
+    # Each runtime's waiting queries need clusters of that runtime ("": any cluster will do).
+    groups: dict[str, list[Demand]] = {}
+    for d in demand:
+        groups.setdefault(d.runtime, []).append(d)
+    for runtime, group in sorted(groups.items()):
+        starting = [c for c in starting_all if not runtime or c.view.runtime == runtime]
+        accepting = [c for c in accepting_all if not runtime or c.view.runtime == runtime]
+        runtime_note = f" (runtime {runtime})" if runtime and runtime != general_runtime else ""
+        none_running = f"no {runtime} cluster is running" if runtime_note else "no cluster is running"
+        # Vertical: the biggest query nobody can hold.
+        waiting = sorted(group, key=lambda d: (-d.waited_s, d.query_id))
+        largest_budget = max((_budget_bytes(c.view.size, settings) for c in accepting), default=0)
+        largest_mb = max((c.view.size.memory_mb for c in accepting), default=0)
+        # With no cluster at all, the horizontal rule below starts the size the oldest query needs.
+        too_big = [d for d in waiting if accepting and (d.memory_bytes > largest_budget
+                                                        or (d.floor_mb and d.floor_mb >= largest_mb))]
+        if too_big:
+            d = max(too_big, key=lambda d: (d.floor_mb, d.memory_bytes, d.query_id))
+            size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
+            why = (f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory" if d.floor_mb else
+                   f"query {d.query_id} needs ~{d.memory_bytes / _MB:,.0f} MB; no live cluster holds more "
+                   f"than ~{largest_budget / _MB:,.0f} MB")
+            if start(size, why + runtime_note, runtime=runtime):
+                waiting = [w for w in waiting if w is not d]
+        # Horizontal: the oldest waiter has waited long enough (by its session's mode, if it set one)
+        # and nothing that fits it is starting.
+        # With no cluster at all (scaled to zero, or the last one lost) waiting longer helps nobody.
+        due = [d for d in waiting if d.waited_s >= delay(d) or not accepting]
+        if due:
+            # The oldest waiter's size; with no cluster at all, the size the neediest one requires.
+            d = due[0] if accepting else max(due, key=lambda d: (d.floor_mb, d.memory_bytes, d.waited_s))
+            size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
+            on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes
+                          and c.view.size.memory_mb > d.floor_mb]
+            waiting_now = f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting"
+            if accepting:
+                why = f"{waiting_now}, the oldest {due[0].waited_s:.1f}s ({(d.mode or mode).value} mode scales " \
+                      f"out after {delay(d):g}s)"
+            elif d.floor_mb:
+                why = f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory ({waiting_now}, {none_running})"
+            else:
+                why = f"{waiting_now}, the oldest {due[0].waited_s:.1f}s and {none_running}"
+            if not on_the_way:
+                start(size, why if not accepting else why + runtime_note, runtime=runtime)
     # Warm capacity (Performance mode).
     smallest = by_size[0]
-    warm = [c for c in accepting if not c.view.work and c.view.size == smallest and c.view.id not in stopping]
+    warm = [c for c in accepting_all if not c.view.work and c.view.size == smallest and c.view.id not in stopping
+            and (not general_runtime or c.view.runtime == general_runtime)]
     missing = mode_settings.warm_idle_clusters - len(warm)
     for _ in range(max(0, missing)):
         if not start(smallest, f"{mode.value} mode keeps {mode_settings.warm_idle_clusters} idle "
