@@ -8,6 +8,11 @@ which attempt this was, and whether a write's target exists yet, probed on disk 
 healthy cluster's catalog) and carries the decision out: the failed attempt is recorded and the
 same request is placed, caught up and run again *in the same client stream*, or the loss reaches
 the client as ``ClusterLost`` saying why the query was not retried.
+
+With runtimes side by side (``gateway/versions.py``), it also places each new ExecutePlan on a
+cluster of its workload's runtime, and runs one that failed there with an error that may be the
+runtime's again on the runtime before it ("blink twice"), when a second run cannot duplicate
+anything.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import grpc
 
 from sparkfleet.errors import ClusterLost, InvalidHandle, RanOutOfMemory, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
+from sparkfleet.fleet.model import ALIVE
 from sparkfleet.gateway.assessment import current_database
 from sparkfleet.gateway.operations import Operation, OperationRegistry
 from sparkfleet.gateway.replay import Replayer
+from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.status import error_info_of
 from sparkfleet.gateway.targets import (
@@ -63,6 +70,21 @@ class AttemptRunner:
         # The pool's shared warehouse, when it has one (see fleet/catalog.py): a failed write's
         # uncommitted output is cleared from a managed table's location there before a re-run.
         self.warehouse = warehouse
+
+    async def place_first(self, op: Operation, session: VirtualSession, request: bytes, traits) -> tuple[Cluster, str]:  # type: ignore[no-untyped-def]
+        """Place a new ExecutePlan on a cluster of its workload's runtime (gateway/versions.py)."""
+        versions = self.versions
+        # A fixed fleet runs only the runtimes of its clusters; an autoscaled one starts any.
+        available = None if self.r.fleet.autoscaled else frozenset(c.runtime.name for c in self.r.fleet.clusters()
+                                                                      if c.state in ALIVE)
+        assignment = (versions.assign(traits.fingerprint, available)
+                      if versions is not None and traits is not None else None)
+        if assignment is None:
+            return await self.r.place(session, request, traits=traits, query_id=op.id)
+        op.blink_to = assignment.fallback
+        cluster, reason = await self.r.place(session, request, traits=traits, query_id=op.id,
+                                             runtime=assignment.runtime)
+        return cluster, f"{reason}; runtime: {assignment.reason}"
 
     async def run(
         self, op: Operation, routed: Routed, cluster: Cluster, reattachable: bool, attempt: int = 1

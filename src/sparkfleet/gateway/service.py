@@ -20,7 +20,7 @@ from pyspark.sql.connect.proto import base_pb2
 
 from sparkfleet.errors import ClusterLost, MalformedMessage, QueryCancelled, SparkfleetError
 from sparkfleet.fleet.controller import Cluster
-from sparkfleet.fleet.model import ALIVE, ClusterState
+from sparkfleet.fleet.model import ClusterState
 from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_started
 from sparkfleet.gateway.options import split_config
@@ -148,7 +148,7 @@ class SparkConnectService:
         query_started(session, clock.monotonic())
         try:
             try:
-                cluster, reason = await self._place(op, session, request, traits)
+                cluster, reason = await self.runner.place_first(op, session, request, traits)
             except SparkfleetError as error:
                 state = "cancelled" if isinstance(error, QueryCancelled) else "failed"
                 self.r.operations.finished(op, state, "", error.error_class, error.message)
@@ -161,21 +161,6 @@ class SparkConnectService:
                 yield message
         finally:
             query_ended(session, clock.monotonic(), op.response_bytes)
-
-    async def _place(self, op: Operation, session: VirtualSession, request: bytes, traits) -> tuple[Cluster, str]:  # type: ignore[no-untyped-def]
-        """Place a new ExecutePlan on a cluster of its workload's runtime (gateway/versions.py)."""
-        versions = self.runner.versions
-        # A fixed fleet runs only the runtimes of its clusters; an autoscaled one starts any.
-        available = None if self.r.fleet.autoscaled else frozenset(c.runtime.name for c in self.r.fleet.clusters()
-                                                                      if c.state in ALIVE)
-        assignment = (versions.assign(traits.fingerprint, available)
-                      if versions is not None and traits is not None else None)
-        if assignment is None:
-            return await self.r.place(session, request, traits=traits, query_id=op.id)
-        op.blink_to = assignment.fallback
-        cluster, reason = await self.r.place(session, request, traits=traits, query_id=op.id,
-                                             runtime=assignment.runtime)
-        return cluster, f"{reason}; runtime: {assignment.reason}"
 
     async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         routed = self.r.resolve(_REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
