@@ -176,6 +176,16 @@ def test_a_pinned_read_is_probed_on_a_newer_runtime_and_a_write_is_not() -> None
     assert probe_for("4.2.1", "4.3.0", fleet[:2], is_read=True) is None
 
 
+def test_a_pinned_read_is_assigned_to_its_probe_and_falls_back_to_its_pin() -> None:
+    fleet = [RuntimeFacts("4.2.1", Stage.PREVIOUS, 1), RuntimeFacts("4.3.0", Stage.GENERAL, 2),
+             RuntimeFacts("4.4.0", Stage.CANARY, 3)]
+    probe = assign_runtime("f", fleet, {"f": "4.2.1"}, broken_on="4.3.0", is_read=True)
+    assert (probe.runtime, probe.fallback, probe.probe) == ("4.4.0", "4.2.1", True)
+    # A write stays where it is pinned; so does a read with nothing newer than what broke it.
+    assert assign_runtime("f", fleet, {"f": "4.2.1"}, broken_on="4.3.0", is_read=False).runtime == "4.2.1"
+    assert assign_runtime("f", fleet[:2], {"f": "4.2.1"}, broken_on="4.3.0", is_read=True).runtime == "4.2.1"
+
+
 def test_settings_refuse_nonsense() -> None:
     with pytest.raises(ValueError, match="canary_fraction"):
         RolloutSettings(canary_fraction=1.5)

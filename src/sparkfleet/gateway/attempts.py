@@ -77,11 +77,12 @@ class AttemptRunner:
         # A fixed fleet runs only the runtimes of its clusters; an autoscaled one starts any.
         available = None if self.r.fleet.autoscaled else frozenset(c.runtime.name for c in self.r.fleet.clusters()
                                                                       if c.state in ALIVE)
-        assignment = (versions.assign(traits.fingerprint, available)
+        is_read = op.intent is not None and op.intent.kind == "read"
+        assignment = (versions.assign(traits.fingerprint, available, is_read)
                       if versions is not None and traits is not None else None)
         if assignment is None:
             return await self.r.place(session, request, traits=traits, query_id=op.id)
-        op.blink_to = assignment.fallback
+        op.blink_to, op.probing = assignment.fallback, assignment.probe
         cluster, reason = await self.r.place(session, request, traits=traits, query_id=op.id,
                                              runtime=assignment.runtime)
         return cluster, f"{reason}; runtime: {assignment.reason}"

@@ -73,6 +73,7 @@ class Operation:
     # once it did, the failed run (gateway/versions.FailedRun).
     blink_to: str = ""
     blinked: Any = None
+    probing: bool = False  # a pinned workload tried on a newer runtime
 
 
 class OperationRegistry:

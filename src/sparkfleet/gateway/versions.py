@@ -73,6 +73,7 @@ class WorkloadRuntimes:
         self._clock = clock
         self.settings = settings
         self._pins: dict[str, str] = {}
+        self._broken_on: dict[str, str] = {}
         self._read_at = float("-inf")
         self._held: dict[str, str] = {}  # runtime -> why its rollout is held (logged once)
 
@@ -81,6 +82,7 @@ class WorkloadRuntimes:
         if now - self._read_at >= _FRESH_S:
             self._registry.refresh()
             self._pins = rows.pins(self._db)
+            self._broken_on = rows.broken_on(self._db)
             self._read_at = now
 
     def advance_rollout(self) -> list[str]:
@@ -123,14 +125,17 @@ class WorkloadRuntimes:
         self._refresh()
         return sum(1 for f in self._registry.facts() if f.stage is not Stage.RETIRED)
 
-    def assign(self, fingerprint: str, available: frozenset[str] | None = None) -> Assignment | None:
+    def assign(self, fingerprint: str, available: frozenset[str] | None = None,
+               is_read: bool = False) -> Assignment | None:
         """Where the workload runs; None when a single runtime serves (nothing to choose).
-        ``available``: runtimes that have clusters (None: any can get one)."""
+        ``available``: runtimes that have clusters (None: any can get one); ``is_read``: a pinned
+        read may be probed on a newer runtime."""
         self._refresh()
         facts = self._registry.facts()
         if sum(1 for f in facts if f.stage is not Stage.RETIRED) < 2:
             return None
-        return assign_runtime(fingerprint, facts, self._pins, self.settings, available)
+        return assign_runtime(fingerprint, facts, self._pins, self.settings, available,
+                              self._broken_on.get(fingerprint, ""), is_read)
 
     @staticmethod
     def suspect(error_class: str | None, grpc_code: str) -> bool:
@@ -150,6 +155,11 @@ class WorkloadRuntimes:
         if op.blinked is not None:
             self.blink_succeeded(fingerprint, op.blinked, runtime,
                                  {"query_id": op.id, "runtime": runtime, "cluster_id": cluster.id})
+        elif op.probing and fingerprint in self._pins:
+            rows.unpin(self._db, fingerprint)
+            self._pins.pop(fingerprint, None)
+            self._broken_on.pop(fingerprint, None)
+            log.warning("workload %s passed on %s: unpinned", fingerprint, runtime)
         elif self.serving() > 1 and fingerprint:
             self.check_slowdown(fingerprint, runtime)
 

@@ -78,6 +78,8 @@ class Assignment:
     reason: str
     # The runtime to run it on again if it fails with a suspect error ("blink twice"), or "".
     fallback: str = ""
+    # A pinned workload tried on a newer runtime: unpinned if it passes there.
+    probe: bool = False
 
 
 def canary_bucket(fingerprint: str, runtime: str) -> float:
@@ -93,10 +95,14 @@ def assign_runtime(
     pins: Mapping[str, str],
     settings: RolloutSettings = RolloutSettings(),
     available: frozenset[str] | None = None,
+    broken_on: str = "",
+    is_read: bool = False,
 ) -> Assignment:
     """The runtime ``fingerprint``'s next run goes to, with its reason and fallback.
     ``available``: the runtimes that have (or can get) clusters; None: all of them. A runtime
-    with none is skipped (a fixed fleet without canary clusters runs no canary)."""
+    with none is skipped (a fixed fleet without canary clusters runs no canary). A pinned read
+    (``broken_on``: the runtime that broke it) is probed on a runtime newer than that one, with
+    its pinned runtime to fall back on."""
     if available is not None:
         runtimes = [r for r in runtimes if r.name in available or r.stage is Stage.GENERAL]
     serving = {r.name: r for r in runtimes if r.stage in SERVING}
@@ -105,6 +111,9 @@ def assign_runtime(
         raise ValueError("no runtime is in the general stage")
     pinned = pins.get(fingerprint)
     if pinned is not None and pinned in serving:
+        probe = probe_for(pinned, broken_on or pinned, runtimes, is_read) if broken_on else None
+        if probe is not None:
+            return Assignment(probe.runtime, probe.reason, fallback=pinned, probe=True)
         return Assignment(pinned, f"pinned to {pinned}")
     canary = _newest(r for r in runtimes if r.stage is Stage.CANARY)
     if canary is not None:
@@ -318,6 +327,8 @@ def probe_for(pinned_runtime: str, broken_on: str, runtimes: Sequence[RuntimeFac
         return None
     by_name = {r.name: r for r in runtimes}
     broken = by_name.get(broken_on)
+    if broken is None and pinned_runtime not in by_name:
+        return None
     floor = broken.order if broken is not None else by_name[pinned_runtime].order
     newer = _newest(r for r in runtimes if r.stage in (Stage.GENERAL, Stage.CANARY) and r.order > floor)
     if newer is None:

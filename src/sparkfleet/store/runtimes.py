@@ -35,6 +35,11 @@ def pins(db: Database) -> dict[str, str]:
     return {r["fingerprint"]: r["runtime"] for r in db.read("SELECT fingerprint, runtime FROM runtime_pins")}
 
 
+def broken_on(db: Database) -> dict[str, str]:
+    """Workload fingerprint -> the runtime that broke it (where its pin came from)."""
+    return {r["fingerprint"]: r["broken_on"] for r in db.read("SELECT fingerprint, broken_on FROM runtime_pins")}
+
+
 def list_pins(db: Database) -> list[dict[str, Any]]:
     return db.read("SELECT * FROM runtime_pins ORDER BY pinned_at")
 
