@@ -175,6 +175,7 @@ class WorkloadRuntimes:
             passed_query, now,
         )
         self._pins[fingerprint] = passed_on
+        self._broken_on[fingerprint] = failed.runtime
         log.warning("runtime regression: workload %s %s", fingerprint, verdict.reason)
         return verdict
 
@@ -204,5 +205,6 @@ class WorkloadRuntimes:
                                {"runtime": runtime, "runs": len(on_new)}, {"runtime": previous, "runs": len(on_old)},
                                now)
         self._pins[fingerprint] = previous
+        self._broken_on[fingerprint] = runtime
         log.warning("performance regression: workload %s %s", fingerprint, reason)
         return reason
