@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from sparkfleet.clock import Clock
 from sparkfleet.errors import ConfigError
 from sparkfleet.fleet.runtimes import Runtime, installed_pyspark_runtime
@@ -39,7 +41,9 @@ class RuntimeRegistry:
         self._records = {r["name"]: r for r in records}
         self._runtimes = {r["name"]: Runtime(r["name"], Path(r["spark_home"]), r["version"], dict(r["conf"]))
                           for r in records}
-        self._facts = {r["name"]: RuntimeFacts(r["name"], Stage(r["stage"]), r["ord"]) for r in records}
+        # Release order: by Spark version, then (variants of one version) by when they were added.
+        ranked = sorted(records, key=lambda r: (_version(r["version"]), r["ord"]))
+        self._facts = {r["name"]: RuntimeFacts(r["name"], Stage(r["stage"]), rank) for rank, r in enumerate(ranked, 1)}
 
     def add(self, name: str, version: str, spark_home: Path, conf: dict[str, str], stage: Stage, reason: str) -> None:
         self.refresh()
@@ -89,4 +93,13 @@ class RuntimeRegistry:
         return sorted(self._facts.values(), key=lambda f: f.order)
 
     def records(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in sorted(self._records.values(), key=lambda r: r["ord"])]
+        """The runtimes' rows, oldest release first."""
+        order = {f.name: f.order for f in self._facts.values()}
+        return [dict(r) for r in sorted(self._records.values(), key=lambda r: order[r["name"]])]
+
+
+def _version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return Version("0")

@@ -1,5 +1,5 @@
 -- Spark runtimes side by side (policy/versions.py): each a Spark home plus default confs, in a
--- rollout stage. `ord` is the order of release: larger is newer.
+-- rollout stage. `ord` is the order they were added in; the release order is by version, then `ord`.
 CREATE TABLE runtimes (
     name TEXT PRIMARY KEY,
     version TEXT NOT NULL,
