@@ -56,6 +56,11 @@ BENCHMARKS = {
             "sparkfleet.bench.cost",
             "a bursty trace on Standard, Performance-optimized and a static fleet: core-seconds, cold starts, latency",
         ),
+        Benchmark(
+            "upgrade",
+            "sparkfleet.bench.upgrade",
+            "200+ workloads through a live runtime upgrade with injected regressions: failures, pins, retries",
+        ),
     )
 }
 
