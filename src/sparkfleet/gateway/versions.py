@@ -153,8 +153,9 @@ class WorkloadRuntimes:
         fingerprint = op.traits.fingerprint
         runtime = cluster.runtime.name
         if op.blinked is not None:
-            self.blink_succeeded(fingerprint, op.blinked, runtime,
-                                 {"query_id": op.id, "runtime": runtime, "cluster_id": cluster.id})
+            seconds = self._clock.monotonic() - op.started_mono if op.started_mono is not None else 0.0
+            self.blink_succeeded(fingerprint, op.blinked, runtime, {"query_id": op.id, "runtime": runtime,
+                                                                    "cluster_id": cluster.id, "seconds": round(seconds, 3)})
         elif op.probing and fingerprint in self._pins:
             rows.unpin(self._db, fingerprint)
             self._pins.pop(fingerprint, None)
