@@ -26,7 +26,9 @@ def test_the_only_cluster_killed_mid_read_is_replaced_and_the_read_completes_the
 
         def long_read():
             try:
-                box["rows"] = spark.sql("select reflect('java.lang.Thread', 'sleep', bigint(8000)) s").collect()
+                # One ExecutePlan (spark.sql would send a SqlCommand first, which may be the
+                # operation seen running if the machine is slow).
+                box["rows"] = spark.range(1).selectExpr("reflect('java.lang.Thread', 'sleep', bigint(8000)) as s").collect()
             except BaseException as exc:  # noqa: BLE001 - inspected below
                 box["error"] = exc
 
