@@ -48,7 +48,8 @@ from sparkfleet.store import Database
 log = logging.getLogger(__name__)
 
 PROVISIONERS = {"local": LocalProvisioner}
-# How often observed success may move a runtime to its next rollout stage.
+# How often the versions loop checks recent workloads for slowdowns and may move a runtime to its
+# next rollout stage.
 _ROLLOUT_EVERY_S = 10.0
 
 
@@ -192,8 +193,8 @@ class Sparkfleet:
         self.autoscaler = self._build_autoscaler()
         if self.autoscaler is not None:
             self.autoscaler.start()
-        if self._automatic_rollout:
-            self._rollout_task = asyncio.get_running_loop().create_task(self.versions.advance_every(_ROLLOUT_EVERY_S))
+        self._rollout_task = asyncio.get_running_loop().create_task(
+            self.versions.advance_every(_ROLLOUT_EVERY_S, promote=self._automatic_rollout))
         await asyncio.gather(*([self.catalog.start(self._progress)] if self.catalog else []), self.fleet.start())
 
     def _build_autoscaler(self) -> Autoscaler | None:

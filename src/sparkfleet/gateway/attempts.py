@@ -74,12 +74,13 @@ class AttemptRunner:
     async def place_first(self, op: Operation, session: VirtualSession, request: bytes, traits) -> tuple[Cluster, str]:  # type: ignore[no-untyped-def]
         """Place a new ExecutePlan on a cluster of its workload's runtime (gateway/versions.py)."""
         versions = self.versions
-        # A fixed fleet runs only the runtimes of its clusters; an autoscaled one starts any.
-        available = None if self.r.fleet.autoscaled else frozenset(c.runtime.name for c in self.r.fleet.clusters()
-                                                                      if c.state in ALIVE)
-        is_read = op.intent is not None and op.intent.kind == "read"
-        assignment = (versions.assign(traits.fingerprint, available, is_read)
-                      if versions is not None and traits is not None else None)
+        assignment = None
+        if versions is not None and traits is not None and versions.serving() > 1:
+            # A fixed fleet runs only the runtimes of its clusters; an autoscaled one starts any.
+            available = None if self.r.fleet.autoscaled else frozenset(
+                c.runtime.name for c in self.r.fleet.clusters() if c.state in ALIVE)
+            is_read = op.intent is not None and op.intent.kind == "read"
+            assignment = versions.assign(traits.fingerprint, available, is_read)
         if assignment is None:
             return await self.r.place(session, request, traits=traits, query_id=op.id)
         op.blink_to, op.probing = assignment.fallback, assignment.probe

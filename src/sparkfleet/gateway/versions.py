@@ -76,6 +76,8 @@ class WorkloadRuntimes:
         self._broken_on: dict[str, str] = {}
         self._read_at = float("-inf")
         self._held: dict[str, str] = {}  # runtime -> why its rollout is held (logged once)
+        # (workload, runtime) pairs that succeeded since the last slowdown check.
+        self._slowdown_candidates: set[tuple[str, str]] = set()
 
     def _refresh(self) -> None:
         now = self._clock.monotonic()
@@ -112,14 +114,24 @@ class WorkloadRuntimes:
         self._read_at = float("-inf")
         return changed
 
-    async def advance_every(self, seconds: float) -> None:
-        """Advance the rollout every ``seconds`` until cancelled."""
+    async def advance_every(self, seconds: float, promote: bool = True) -> None:
+        """Every ``seconds`` until cancelled: look for slowdowns among the workloads that succeeded
+        since the last pass, and (``promote``) advance the rollout."""
         while True:
             await asyncio.sleep(seconds)
             try:
-                self.advance_rollout()
+                self.check_slowdowns()
+                if promote:
+                    self.advance_rollout()
             except Exception:  # the loop must outlive a bad pass (e.g. the store busy a moment)
                 log.exception("rollout pass failed")
+
+    def check_slowdowns(self) -> list[str]:
+        """Check each (workload, runtime) that succeeded since the last pass; the history reads
+        happen here, off the queries' path."""
+        pending, self._slowdown_candidates = self._slowdown_candidates, set()
+        found = [self.check_slowdown(fingerprint, runtime) for fingerprint, runtime in sorted(pending)]
+        return [reason for reason in found if reason is not None]
 
     def serving(self) -> int:
         self._refresh()
@@ -149,7 +161,7 @@ class WorkloadRuntimes:
 
     def after_success(self, op: Any, cluster: Any) -> None:
         """An operation succeeded on ``cluster``: pin its workload if it did so after a blink;
-        else look for a slowdown against the runtime before ``cluster``'s."""
+        else queue it for the next slowdown check against the runtime before ``cluster``'s."""
         fingerprint = op.traits.fingerprint
         runtime = cluster.runtime.name
         if op.blinked is not None:
@@ -162,7 +174,7 @@ class WorkloadRuntimes:
             self._broken_on.pop(fingerprint, None)
             log.warning("workload %s passed on %s: unpinned", fingerprint, runtime)
         elif self.serving() > 1 and fingerprint:
-            self.check_slowdown(fingerprint, runtime)
+            self._slowdown_candidates.add((fingerprint, runtime))  # checked by the next pass
 
     def blink_succeeded(self, fingerprint: str, failed: FailedRun, passed_on: str, passed_query: dict[str, Any]) -> Pin:
         """The run on ``passed_on`` succeeded where ``failed`` did not: pin, and record the regression."""
