@@ -8,13 +8,9 @@ without it: exactly what an upgrade that changes a default does to a workload.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from sparkfleet.testing.process import SparkfleetProcess, spark_session, wait_until
+from sparkfleet.testing.process import SparkfleetProcess, spark_session, sparkfleet_runtimes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +33,17 @@ promote_after_workloads = 0
 """
 
 
-def _runtimes(data_dir: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "sparkfleet", "runtimes", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout + done.stderr
-
-
 @pytest.fixture(scope="module")
 def two_runtimes(tmp_path_factory):  # type: ignore[no-untyped-def]
     import pyspark
 
     data_dir = tmp_path_factory.mktemp("versions")
     version = pyspark.__version__
-    _runtimes(data_dir, "add", version, "--name", "lenient", "--conf", "spark.sql.ansi.enabled=false",
+    sparkfleet_runtimes(data_dir, "add", version, "--name", "lenient", "--conf", "spark.sql.ansi.enabled=false",
               "--stage", "general")
-    _runtimes(data_dir, "add", version, "--name", "ansi", "--conf", "spark.sql.ansi.enabled=true",
+    sparkfleet_runtimes(data_dir, "add", version, "--name", "ansi", "--conf", "spark.sql.ansi.enabled=true",
               "--stage", "general")
-    listing = _runtimes(data_dir, "list")
+    listing = sparkfleet_runtimes(data_dir, "list")
     assert "lenient" in listing and "previous" in listing and "ansi" in listing
     with SparkfleetProcess(CONFIG, data_dir=data_dir, name="sparkfleet-versions") as proc:
         yield proc
@@ -134,7 +123,7 @@ def test_a_pinned_read_is_probed_on_a_newer_runtime_and_unpinned_when_it_passes(
         assert pinned[fingerprint] == "lenient"
 
         # A newer runtime arrives (as a canary that takes no workload of its own share).
-        _runtimes(two_runtimes.data_dir, "add", pyspark.__version__, "--name", "fixed",
+        sparkfleet_runtimes(two_runtimes.data_dir, "add", pyspark.__version__, "--name", "fixed",
                   "--conf", "spark.sql.ansi.enabled=false")
         wait_until(lambda: any(r["name"] == "fixed" for r in two_runtimes.api("/api/runtimes")), 30,
                    what="the gateway to see the new runtime")

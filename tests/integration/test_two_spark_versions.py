@@ -9,14 +9,12 @@ state follows its queries across versions.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sparkfleet.policy.versions import canary_bucket
-from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session, sparkfleet_runtimes
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +33,8 @@ def _install_once() -> Path:
     """pyspark 4.2.1 installed by sparkfleet into a data dir kept between runs (~450 MB)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sparkfleet" / "test-runtimes"
     if not (cache / "runtimes" / f"pyspark-{OLD}" / "pyspark" / "jars").is_dir():
-        _runtimes(cache, "add", OLD)
+        sparkfleet_runtimes(cache, "add", OLD)
     return cache / "runtimes" / f"pyspark-{OLD}"
-
-
-def _runtimes(data_dir: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "sparkfleet", "runtimes", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0 and "already registered" not in done.stderr:
-        raise AssertionError(done.stderr)
-    return done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +43,7 @@ def two_versions(tmp_path_factory):  # type: ignore[no-untyped-def]
     data_dir = tmp_path_factory.mktemp("two-versions")
     (data_dir / "runtimes").mkdir()
     (data_dir / "runtimes" / installed.name).symlink_to(installed, target_is_directory=True)
-    out = _runtimes(data_dir, "add", OLD)
+    out = sparkfleet_runtimes(data_dir, "add", OLD)
     assert "already installed" in out and f"runtime {OLD}" in out
     with SparkfleetProcess(CONFIG, data_dir=data_dir, name="sparkfleet-two-versions") as proc:
         yield proc

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +32,7 @@ from sparkfleet.bench.harness import exit_now, measured
 from sparkfleet.bench.tpch import TPCH_QUERIES, ensure_tpch_data, register_tpch
 from sparkfleet.bench.upgrade_results import Run, Summary, exit_code, summarize
 from sparkfleet.bench.upgrade_workloads import VIEW_ROWS, Workload, workloads
-from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session, wait_until
+from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess, spark_session, sparkfleet_runtimes, wait_until
 
 PHASES = ("canary", "general", "pinned")
 
@@ -44,19 +42,12 @@ def fleet_toml(canary_fraction: float) -> str:
             "promote_after_workloads = 0\n" + FIXED_FLEET)
 
 
-def runtimes_command(data_dir: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "sparkfleet", "runtimes", *args, "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"sparkfleet runtimes {' '.join(args)} failed:\n{done.stderr}")
-
-
 def register_runtimes(data_dir: Path) -> None:
     import pyspark
 
-    runtimes_command(data_dir, "add", pyspark.__version__, "--name", "old", "--conf", "spark.sql.ansi.enabled=false",
+    sparkfleet_runtimes(data_dir, "add", pyspark.__version__, "--name", "old", "--conf", "spark.sql.ansi.enabled=false",
                      "--stage", "general")
-    runtimes_command(data_dir, "add", pyspark.__version__, "--name", "new", "--conf", "spark.sql.ansi.enabled=true",
+    sparkfleet_runtimes(data_dir, "add", pyspark.__version__, "--name", "new", "--conf", "spark.sql.ansi.enabled=true",
                      "--stage", "canary")
 
 
@@ -99,7 +90,7 @@ def measure(out: Console, args: argparse.Namespace) -> tuple[list[Run], set[str]
                 seen: set[str] = {q["id"] for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=100")}
                 for phase in PHASES:
                     if phase == "general":
-                        runtimes_command(data_dir, "stage", "new", "general")
+                        sparkfleet_runtimes(data_dir, "stage", "new", "general")
                         wait_until(lambda: any(r["name"] == "new" and r["stage"] == "general"
                                                for r in proc.api("/api/runtimes")), 30, what="the promotion")
                     phase_started = time.monotonic()

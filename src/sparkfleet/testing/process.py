@@ -180,6 +180,15 @@ class SparkfleetProcess:
         self.stop()
 
 
+def sparkfleet_runtimes(data_dir: Path, *args: str, timeout_s: float = 1800) -> str:
+    """Run ``sparkfleet runtimes ARGS --data-dir DATA_DIR``; its output, or RuntimeError with its errors."""
+    done = subprocess.run([sys.executable, "-m", "sparkfleet", "runtimes", *args, "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0:
+        raise RuntimeError(f"sparkfleet runtimes {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout + done.stderr
+
+
 @contextlib.contextmanager
 def spark_session(url: str) -> Iterator[Any]:
     """A fresh stock Spark Connect session on ``url``, stopped afterwards whatever happened."""
