@@ -26,11 +26,12 @@ from sparkfleet.gateway.versions import WorkloadRuntimes
 from sparkfleet.policy.versions import RolloutSettings as VersionSettings
 from sparkfleet.fleet.runtimes import Runtime, check_java, installed_pyspark_runtime
 from sparkfleet.gateway.artifacts import ArtifactStore
+from sparkfleet.gateway.auth import Authenticator, refuse_open_remote_access
 from sparkfleet.gateway.forwarding import Backends
 from sparkfleet.gateway.assessment import build_assessor
 from sparkfleet.gateway.operations import Operation, OperationRegistry
 from sparkfleet.gateway.routing import Router
-from sparkfleet.gateway.server import bind_grpc_server, build_handler
+from sparkfleet.gateway.server import bind_grpc_server, build_handler, listen_addresses
 from sparkfleet.policy.placement import PlacementSettings as PlacementPolicySettings
 from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.sessions import SessionRegistry
@@ -109,6 +110,11 @@ class Sparkfleet:
 
     async def _start(self) -> None:
         s = self.settings
+        refuse_open_remote_access(s.auth, {
+            "gateway": listen_addresses(s.gateway.host), "admin server": listen_addresses(s.admin.host),
+        })
+        self.auth = Authenticator(s.auth, self.clock,
+                                  on_failure=lambda reason, endpoint: self.metrics.auth_failures.labels(reason, endpoint).inc())
         check_java()
         self.runtime = installed_pyspark_runtime()
         data_dir = Path(s.data_dir)
@@ -135,7 +141,8 @@ class Sparkfleet:
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()),
                                  self.fleet.core_seconds)
         artifacts = ArtifactStore(data_dir / "artifacts").open()
-        self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts)
+        self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts,
+                                        max_sessions_per_user=s.gateway.max_sessions_per_user)
         self.metrics.sessions.set_function(self.sessions.open_count)
         operations = OperationRegistry(self.db, self.clock)
         self._backends = Backends(self.fleet)
@@ -154,6 +161,7 @@ class Sparkfleet:
             s.gateway.max_queued,
             s.gateway.queue_wait_s,
         )
+        router.auth = self.auth
         operations.on_finished(lambda op: router.release(op.cluster_id, op.id))
         self.metrics.queued.set_function(router.admission.queued_count)
         self.metrics.oldest_queued.set_function(router.admission.oldest_wait_s)

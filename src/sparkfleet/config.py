@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sparkfleet.config_security import AuthSettings, TenantQuota, TlsSettings
 from sparkfleet.errors import ConfigError
 
 DEFAULT_GATEWAY_PORT = 15002
@@ -53,6 +54,8 @@ class GatewaySettings(_Strict):
     max_queued: int = Field(default=1000, ge=0)
     # Seconds a query may wait in that queue before the client is told to retry later.
     queue_wait_s: float = Field(default=3600.0, ge=0)
+    # Open sessions one user may hold at once (beyond: RESOURCE_EXHAUSTED naming this limit).
+    max_sessions_per_user: int = Field(default=1000, ge=1)
 
 
 class PlacementSettings(_Strict):
@@ -163,6 +166,10 @@ class Settings(_Strict):
     rollout: RolloutSettings = RolloutSettings()
     sizes: dict[str, SizeClassSettings] = Field(default_factory=default_sizes)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
+    # Quotas per tenant name; "default" applies to tenants without their own.
+    tenants: dict[str, TenantQuota] = Field(default_factory=dict)
 
     @field_validator("sizes")
     @classmethod
@@ -178,6 +185,12 @@ class Settings(_Strict):
             raise ValueError(
                 f"pool.clusters names unknown size class(es) {unknown}; known: {sorted(self.sizes)}"
             )
+        for tenant, quota in self.tenants.items():
+            if quota.max_size_class is not None and quota.max_size_class not in self.sizes:
+                raise ValueError(
+                    f"tenants.{tenant}.max_size_class {quota.max_size_class!r} is not a size class; "
+                    f"known: {sorted(self.sizes)}"
+                )
         return self
 
 

@@ -140,3 +140,34 @@ class QueryCancelled(SparkfleetError):
     error_class = "SPARKFLEET.QUERY_CANCELLED"
     grpc_code = grpc.StatusCode.INTERNAL
     sql_state = "57014"  # query canceled (SQL standard)
+
+
+class Unauthenticated(SparkfleetError):
+    """The caller gave no credentials, or ones the gateway cannot verify. The message says what
+    is wrong (missing, malformed, expired, unknown) and never echoes the credential."""
+
+    error_class = "SPARKFLEET.UNAUTHENTICATED"
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    sql_state = "28000"  # invalid authorization specification
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # a short label for metrics: missing, malformed, unknown, expired, ...
+
+
+class PermissionDenied(SparkfleetError):
+    """The caller is known but may not do this (another identity's session, an admin action)."""
+
+    error_class = "SPARKFLEET.PERMISSION_DENIED"
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    sql_state = "42501"  # insufficient privilege
+
+
+class QuotaExceeded(NoCapacity):
+    """A tenant's quota refuses the request now; the message names the quota and its value."""
+
+    error_class = "SPARKFLEET.QUOTA_EXCEEDED"
+
+    def __init__(self, message: str, quota: str, retry_delay_s: float | None = None) -> None:
+        super().__init__(message, retry_delay_s)
+        self.quota = quota

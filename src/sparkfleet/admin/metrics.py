@@ -88,6 +88,15 @@ class Metrics:
             "sparkfleet_scaling_actions", "Autoscaler actions carried out, by action (start, drain, stop) and "
             "size class", ["action", "size"], registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "sparkfleet_auth_failures", "Calls refused because their credentials were missing or did not verify, "
+            "by reason (missing, malformed, unknown, expired, signature, audience, issuer, claims, ...) and "
+            "endpoint (grpc, admin)", ["reason", "endpoint"], registry=self.registry,
+        )
+        self.quota_refusals = Counter(
+            "sparkfleet_quota_refusals", "Requests refused by a tenant's or a user's quota, by tenant and quota",
+            ["tenant", "quota"], registry=self.registry,
+        )
         self.orphan_jobs = Counter(
             "sparkfleet_orphan_jobs_cancelled", "Spark jobs cancelled because the query that started them had "
             "ended (interrupted or failed) while they ran on", registry=self.registry,

@@ -14,15 +14,25 @@ from typing import Any
 import grpc
 
 from sparkfleet.clock import Clock, SystemClock
+from sparkfleet.config_security import AuthSettings
 from sparkfleet.errors import ClusterLost, MalformedMessage
 from sparkfleet.fleet.controller import Cluster, FleetController
 from sparkfleet.fleet.model import ClusterState, Profile
 from sparkfleet.gateway.admission import Admission, QueryTraits
+from sparkfleet.gateway.auth import Authenticator, Identity
 from sparkfleet.gateway.forwarding import Backends, Metadata, forwarded_metadata, lost_cluster_error
 from sparkfleet.gateway.operations import OperationRegistry
 from sparkfleet.gateway.sessions import SessionRegistry, VirtualSession
 from sparkfleet.gateway.status import error_info_of
-from sparkfleet.plan.wire import Field, as_message, as_str, read_fields, replace_and_read, replace_string_field
+from sparkfleet.plan.wire import (
+    Field,
+    as_message,
+    as_str,
+    read_fields,
+    replace_and_read,
+    replace_bytes_field,
+    replace_string_field,
+)
 from sparkfleet.policy.placement import PlacementRequest, PlacementSettings
 
 SESSION_ID = 1
@@ -66,6 +76,7 @@ class Routed:
     session: VirtualSession
     fields: dict[int, Field]
     metadata: Metadata
+    identity: Identity
 
     def text(self, number: int) -> str:
         return as_str(self.fields.get(number))
@@ -98,10 +109,15 @@ class Router:
         self.sessions = sessions
         self.operations = operations
         self.backends = backends
+        # Who is calling (gateway/auth.py); by default whoever the client says it is.
+        self.auth = Authenticator(AuthSettings(), clock or SystemClock())
 
     def resolve(
         self, shape: RpcShape, request: bytes, context: grpc.aio.ServicerContext, extra: frozenset[int] = frozenset()
     ) -> Routed:
+        invocation_metadata = context.invocation_metadata()
+        if self.auth.enabled:  # refuse strangers before reading their request
+            identity = self.auth.authenticate(invocation_metadata)
         wanted = {SESSION_ID, USER_CONTEXT, shape.client_type_field, *extra}
         if shape.observed_field is not None:
             wanted.add(shape.observed_field)
@@ -109,13 +125,13 @@ class Router:
         session_id = as_str(fields.get(SESSION_ID))
         if not session_id:
             raise MalformedMessage(f"{shape.name} request has no session_id")
-        user_id = ""
-        if USER_CONTEXT in fields:
-            user_context = as_message(fields[USER_CONTEXT], "user_context")
-            user_id = as_str(read_fields(user_context, frozenset({_USER_ID})).get(_USER_ID))
+        if not self.auth.enabled:
+            identity = self.auth.authenticate(invocation_metadata, declared_user_id(fields))
         observed = as_str(fields.get(shape.observed_field)) if shape.observed_field else ""
-        session = self.sessions.resolve(user_id, session_id, as_str(fields.get(shape.client_type_field)), observed)
-        return Routed(session, fields, forwarded_metadata(context.invocation_metadata()))
+        session = self.sessions.resolve(
+            identity.user, session_id, as_str(fields.get(shape.client_type_field)), observed, identity.tenant
+        )
+        return Routed(session, fields, forwarded_metadata(invocation_metadata), identity)
 
     # ---- placement ---------------------------------------------------------------------------
 
@@ -235,6 +251,9 @@ class Router:
     # ---- rewriting ---------------------------------------------------------------------------
 
     def to_backend(self, shape: RpcShape, request: bytes, session: VirtualSession, cluster: Cluster) -> bytes:
+        """The request as the cluster must see it: as the session's user (the authenticated
+        identity, whatever the client declared) and with the cluster's own server-side id."""
+        request = with_user_id(request, session.user_id)
         if shape.observed_field is None:
             return request
         backend_id = session.backend(cluster.id).server_side_session_id
@@ -271,6 +290,24 @@ class Router:
 
     def call_metadata(self, cluster: Cluster, routed: Routed) -> Metadata:
         return self.backends.metadata(cluster, routed.metadata)
+
+
+def declared_user_id(fields: dict[int, Field]) -> str:
+    """The user id the client put in a request's user_context ("" if none)."""
+    if USER_CONTEXT not in fields:
+        return ""
+    user_context = as_message(fields[USER_CONTEXT], "user_context")
+    return as_str(read_fields(user_context, frozenset({_USER_ID})).get(_USER_ID))
+
+
+def with_user_id(request: bytes, user_id: str) -> bytes:
+    """``request`` with user_context.user_id set to ``user_id`` (unchanged if it already is)."""
+    fields = read_fields(request, frozenset({USER_CONTEXT}))
+    if declared_user_id(fields) == user_id:
+        return request
+    user_context = bytes(as_message(fields[USER_CONTEXT], "user_context")) if USER_CONTEXT in fields else b""
+    user_context = replace_string_field(user_context, _USER_ID, user_id)
+    return replace_bytes_field(request, USER_CONTEXT, user_context)
 
 
 def error_class_of(error: Any) -> str | None:

@@ -14,11 +14,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from sparkfleet.clock import Clock
-from sparkfleet.errors import InvalidHandle, NoCapacity
+from sparkfleet.errors import InvalidHandle, NoCapacity, PermissionDenied, QuotaExceeded
 from sparkfleet.gateway.artifacts import ArtifactStore, stored_uploads
 from sparkfleet.gateway.journal import ReplayCursor, SessionJournal
 from sparkfleet.store import Database
-from sparkfleet.store.sessions import find_session, record_session
+from sparkfleet.store.sessions import find_session, record_session, session_owners
 
 # How often a session's last-activity time is written to the store (seconds).
 _ACTIVITY_WRITE_INTERVAL_S = 5.0
@@ -36,11 +36,12 @@ class BackendSession:
 
 @dataclass
 class VirtualSession:
-    user_id: str
+    user_id: str  # the authenticated identity's user (auth.py), which owns the session
     session_id: str
     server_side_session_id: str
     created_at: float
     last_active_at: float
+    tenant: str = "default"
     client_type: str = ""
     home_cluster_id: str | None = None
     backends: dict[str, BackendSession] = field(default_factory=dict)
@@ -90,7 +91,12 @@ def validate_session_id(session_id: str) -> None:
 
 class SessionRegistry:
     def __init__(
-        self, db: Database, clock: Clock, max_sessions: int = 100_000, artifacts: ArtifactStore | None = None
+        self,
+        db: Database,
+        clock: Clock,
+        max_sessions: int = 100_000,
+        artifacts: ArtifactStore | None = None,
+        max_sessions_per_user: int = 1000,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -98,6 +104,10 @@ class SessionRegistry:
         self._artifacts = artifacts
         self._sessions: dict[tuple[str, str], VirtualSession] = {}
         self._max_sessions = max_sessions
+        self._max_sessions_per_user = max_sessions_per_user
+        # Which user owns each session id this run has seen: another identity presenting it is refused.
+        self._owners: dict[str, str] = {}
+        self._open_by_user: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -112,13 +122,19 @@ class SessionRegistry:
         return self._sessions.get((user_id, session_id))
 
     def resolve(
-        self, user_id: str, session_id: str, client_type: str, observed_server_side_id: str
+        self, user_id: str, session_id: str, client_type: str, observed_server_side_id: str, tenant: str = "default"
     ) -> VirtualSession:
-        """The session a request belongs to, created on first sight, checked like Spark checks it."""
+        """The session a request belongs to, created on first sight, checked like Spark checks it.
+
+        A session id belongs to the user that created it: anyone else presenting it is refused
+        (PERMISSION_DENIED) and learns nothing of it.
+        """
         session = self._sessions.get((user_id, session_id))
         now = self._clock.now()
+        if session is None:
+            self._check_owner(user_id, session_id)
         if session is None and observed_server_side_id:
-            session = self._reload(user_id, session_id)
+            session = self._reload(user_id, session_id, tenant)
         if session is None:
             validate_session_id(session_id)
             if observed_server_side_id:
@@ -129,16 +145,18 @@ class SessionRegistry:
                     "INVALID_HANDLE.SESSION_CHANGED",
                 )
             self._evict_closed_if_full()
+            self._check_user_limit(user_id)
             session = VirtualSession(
                 user_id=user_id,
                 session_id=session_id,
                 server_side_session_id=str(uuid.uuid4()),
                 created_at=now,
                 last_active_at=now,
+                tenant=tenant,
                 client_type=client_type,
             )
             session.journal = SessionJournal(self._db, self._clock, user_id, session_id)
-            self._sessions[session.key] = session
+            self._add(session)
             self.persist(session)
             return session
         if session.closed:
@@ -156,7 +174,32 @@ class SessionRegistry:
             self.persist(session)
         return session
 
-    def _reload(self, user_id: str, session_id: str) -> VirtualSession | None:
+    def _check_owner(self, user_id: str, session_id: str) -> None:
+        owner = self._owners.get(session_id)
+        if owner is None:
+            owners = session_owners(self._db, session_id)  # sessions of an earlier gateway run
+            owner = owners[0] if owners and user_id not in owners else None
+        if owner is not None and owner != user_id:
+            raise PermissionDenied(
+                f"session {session_id[:64]!r} belongs to another user; it cannot be used as {user_id!r}. "
+                "Start your own session (a new SparkSession)."
+            )
+
+    def _check_user_limit(self, user_id: str) -> None:
+        if self._open_by_user.get(user_id, 0) >= self._max_sessions_per_user:
+            raise QuotaExceeded(
+                f"user {user_id!r} already has {self._max_sessions_per_user} open sessions "
+                "(gateway.max_sessions_per_user); stop unused ones (spark.stop()) first",
+                "gateway.max_sessions_per_user",
+            )
+
+    def _add(self, session: VirtualSession) -> None:
+        self._sessions[session.key] = session
+        self._owners[session.session_id] = session.user_id
+        if not session.closed:
+            self._open_by_user[session.user_id] = self._open_by_user.get(session.user_id, 0) + 1
+
+    def _reload(self, user_id: str, session_id: str, tenant: str) -> VirtualSession | None:
         """A session this gateway issued before it restarted, rebuilt from the store.
 
         Only clients that already saw a server-side id come here. Its clusters are gone with the
@@ -171,11 +214,12 @@ class SessionRegistry:
             server_side_session_id=row["server_side_session_id"],
             created_at=row["created_at"],
             last_active_at=row["last_active_at"],
+            tenant=row.get("tenant") or tenant,
             client_type=row["client_type"],
             options=json.loads(row.get("options") or "{}"),
         )
         session.journal = SessionJournal.load(self._db, self._clock, user_id, session_id)
-        self._sessions[session.key] = session
+        self._add(session)
         return session
 
     def adopt_clone(
@@ -186,6 +230,7 @@ class SessionRegistry:
         clone = VirtualSession(
             user_id=source.user_id,
             session_id=new_session_id,
+            tenant=source.tenant,
             server_side_session_id=str(uuid.uuid4()),
             created_at=now,
             last_active_at=now,
@@ -204,12 +249,19 @@ class SessionRegistry:
         source_cursor = source.cursors.get(cluster_id)
         if source_cursor is not None:
             clone.cursors[cluster_id] = ReplayCursor(source_cursor.seq, set(source_cursor.held))
-        self._sessions[clone.key] = clone
+        self._check_owner(clone.user_id, clone.session_id)
+        self._add(clone)
         self.persist(clone)
         return clone
 
     def close(self, session: VirtualSession, forget: bool = False) -> None:
         """Mark the session released; ``forget`` lets the same id start afresh (allow_reconnect)."""
+        if not session.closed:
+            left = self._open_by_user.get(session.user_id, 1) - 1
+            if left > 0:
+                self._open_by_user[session.user_id] = left
+            else:
+                self._open_by_user.pop(session.user_id, None)
         session.closed = True
         self.persist(session)
         if session.journal is not None:
@@ -227,6 +279,7 @@ class SessionRegistry:
             {
                 "session_id": session.session_id,
                 "user_id": session.user_id,
+                "tenant": session.tenant,
                 "server_side_session_id": session.server_side_session_id,
                 "state": "closed" if session.closed else "active",
                 "client_type": session.client_type,
@@ -243,6 +296,8 @@ class SessionRegistry:
         for key, session in list(self._sessions.items()):
             if session.closed:
                 del self._sessions[key]
+                if self._owners.get(session.session_id) == session.user_id:
+                    del self._owners[session.session_id]
         if len(self._sessions) >= self._max_sessions:
             raise NoCapacity(
                 f"the gateway holds {len(self._sessions)} open sessions, its limit; "

@@ -180,6 +180,12 @@ def encode_string_field(number: int, value: str) -> bytes:
     return encode_varint((number << 3) | LENGTH_DELIMITED) + encode_varint(len(data)) + data
 
 
+def replace_bytes_field(message: bytes, number: int, value: bytes) -> bytes:
+    """Return ``message`` with length-delimited field ``number`` (bytes or an embedded message)
+    set to ``value``; it moves to the end, which protobuf parsers accept."""
+    return remove_field(message, number) + encode_varint((number << 3) | LENGTH_DELIMITED) + encode_varint(len(value)) + value
+
+
 def remove_field(message: bytes, number: int) -> bytes:
     """Return ``message`` without any occurrence of top-level field ``number``."""
     view = memoryview(message)

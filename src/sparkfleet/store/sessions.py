@@ -17,8 +17,22 @@ def record_session(db: Database, row: dict[str, Any]) -> None:
     )
 
 
-def list_sessions(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
+def list_sessions(db: Database, limit: int = 1000, tenant: str | None = None) -> list[dict[str, Any]]:
+    """Newest first; only ``tenant``'s when given."""
+    if tenant is not None:
+        return db.read(
+            "SELECT * FROM sessions WHERE tenant=? ORDER BY last_active_at DESC LIMIT ?", (tenant, limit)
+        )
     return db.read("SELECT * FROM sessions ORDER BY last_active_at DESC LIMIT ?", (limit,))
+
+
+def session_owners(db: Database, session_id: str) -> list[str]:
+    """The user ids holding a session with this id (one, unless ids were reused without auth)."""
+    return [r["user_id"] for r in db.read("SELECT user_id FROM sessions WHERE session_id=?", (session_id,))]
+
+
+def tenant_session_ids(db: Database, tenant: str) -> set[str]:
+    return {r["session_id"] for r in db.read("SELECT session_id FROM sessions WHERE tenant=?", (tenant,))}
 
 
 def find_session(db: Database, user_id: str, session_id: str) -> dict[str, Any] | None:
