@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sparkfleet.clock import VirtualClock
-from sparkfleet.errors import InvalidHandle, NoCapacity
+from sparkfleet.errors import InvalidHandle, NoCapacity, PermissionDenied, QuotaExceeded
 from sparkfleet.gateway.sessions import SessionRegistry, validate_session_id
 from sparkfleet.store import Database
 from sparkfleet.store.sessions import list_sessions
@@ -40,13 +41,37 @@ def test_a_new_session_gets_a_stable_server_side_id(registry: SessionRegistry, c
     assert len(registry) == 1 and registry.find("alice", SID) is first
 
 
-def test_sessions_are_keyed_by_user_and_session_id(registry: SessionRegistry) -> None:
-    alice = registry.resolve("alice", SID, "", "")
-    bob = registry.resolve("bob", SID, "", "")
+def test_a_session_id_belongs_to_the_user_that_created_it(
+    registry: SessionRegistry, db: Database, clock: VirtualClock
+) -> None:
+    alice = registry.resolve("alice", SID, "", "", tenant="t1")
     other = registry.resolve("alice", OTHER_SID, "", "")
-    assert len({alice.server_side_session_id, bob.server_side_session_id, other.server_side_session_id}) == 3
-    assert registry.find("bob", OTHER_SID) is None
-    assert {s.key for s in registry.all()} == {("alice", SID), ("bob", SID), ("alice", OTHER_SID)}
+    assert alice.tenant == "t1" and other.tenant == "default"
+    # Another identity presenting alice's id is refused, with or without the server-side id it saw.
+    for observed in ("", alice.server_side_session_id):
+        with pytest.raises(PermissionDenied, match="belongs to another user") as refused:
+            registry.resolve("bob", SID, "", observed)
+        assert alice.server_side_session_id not in refused.value.message
+    assert {s.key for s in registry.all()} == {("alice", SID), ("alice", OTHER_SID)}
+    assert _rows(db)[("alice", SID)]["tenant"] == "t1"
+    # After a gateway restart the store still knows the owner.
+    restarted = SessionRegistry(db, clock)
+    with pytest.raises(PermissionDenied):
+        restarted.resolve("bob", SID, "", "")
+    assert restarted.resolve("alice", SID, "", alice.server_side_session_id).tenant == "t1"
+
+
+def test_open_sessions_per_user_are_limited(db: Database, clock: VirtualClock) -> None:
+    registry = SessionRegistry(db, clock, max_sessions_per_user=2)
+    first = registry.resolve("alice", SID, "", "")
+    registry.resolve("alice", OTHER_SID, "", "")
+    third = str(uuid.uuid4())
+    with pytest.raises(QuotaExceeded, match="gateway.max_sessions_per_user") as refused:
+        registry.resolve("alice", third, "", "")
+    assert refused.value.grpc_code.name == "RESOURCE_EXHAUSTED"
+    registry.resolve("bob", str(uuid.uuid4()), "", "")  # other users are not affected
+    registry.close(first)
+    registry.resolve("alice", third, "", "")  # a released session frees its place
 
 
 @pytest.mark.parametrize(
@@ -91,14 +116,16 @@ def test_only_canonical_uuids_pass_validation(text: str) -> None:
 @settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.uuids().map(str), st.text(max_size=10), st.integers(1, 5))
 def test_any_uuid_session_keeps_one_id_across_requests(
-    db: Database, session_id: str, user: str, requests: int
+    tmp_path: Path, session_id: str, user: str, requests: int
 ) -> None:
+    db = Database(tmp_path / f"{uuid.uuid4()}.db").open()  # one store per example: ids recur across examples
     registry = SessionRegistry(db, VirtualClock())
     ids = set()
     observed = ""
     for _ in range(requests):
         observed = registry.resolve(user, session_id, "", observed).server_side_session_id
         ids.add(observed)
+    db.close()
     assert len(ids) == 1
 
 
@@ -160,6 +187,7 @@ def test_records_reach_the_store(registry: SessionRegistry, db: Database, clock:
             "created_at": clock.now(),
             "last_active_at": clock.now(),
             "options": "{}",
+            "tenant": "default",
         }
     }
     session.home_cluster_id = "c-1"
