@@ -205,6 +205,9 @@ class _JwtVerifier:
             raise Unauthenticated("the bearer token is not a well-formed JWT", "malformed") from None
         except jwt.InvalidTokenError as error:
             raise Unauthenticated(f"the token is not valid: {type(error).__name__}", "invalid") from None
+        except (TypeError, ValueError):
+            # PyJWT's way of saying the header's algorithm does not fit the key (e.g. ES256 on an RSA key).
+            raise Unauthenticated("the token's algorithm does not match the key it names", "algorithm") from None
 
     def _key_for(self, header: dict[str, Any]) -> Any:
         kid = header.get("kid")

@@ -26,9 +26,14 @@ def record_query_end(db: Database, query_id: str, fields: dict[str, Any]) -> Non
 
 
 def list_queries(
-    db: Database, limit: int = 200, session_id: str | None = None, state: str | None = None
+    db: Database, limit: int = 200, session_id: str | None = None, state: str | None = None,
+    tenant: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Newest first; only those of ``tenant``'s sessions when given."""
     where, params = [], []
+    if tenant is not None:
+        where.append("session_id IN (SELECT session_id FROM sessions WHERE tenant=?)")
+        params.append(tenant)
     if session_id:
         where.append("session_id=?")
         params.append(session_id)
@@ -50,3 +55,11 @@ def find_query(db: Database, query_id: str) -> dict[str, Any] | None:
         return None
     rows[0]["attempts"] = json.loads(rows[0]["attempts"] or "[]")
     return rows[0]
+
+
+def tenant_of_query(db: Database, query_id: str) -> str | None:
+    """The tenant whose session ran the query (None if unknown)."""
+    rows = db.read(
+        "SELECT s.tenant FROM queries q JOIN sessions s ON s.session_id = q.session_id WHERE q.id=?", (query_id,)
+    )
+    return rows[0]["tenant"] if rows else None
