@@ -35,6 +35,7 @@ from sparkfleet.gateway.server import bind_grpc_server, build_handler, listen_ad
 from sparkfleet.policy.placement import PlacementSettings as PlacementPolicySettings
 from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.sessions import SessionRegistry
+from sparkfleet.gateway.tenants import Tenants, tenant_limits
 from sparkfleet.gateway.watchdog import Watchdog
 from sparkfleet.gateway.workloads import WorkloadObserver
 from sparkfleet.fleet.autoscaler import Autoscaler, machine_budget
@@ -160,6 +161,8 @@ class Sparkfleet:
             ),
             s.gateway.max_queued,
             s.gateway.queue_wait_s,
+            Tenants(tenant_limits(s.tenants, self.fleet.size_class), self.clock,
+                    on_refusal=lambda tenant, quota: self.metrics.quota_refusals.labels(tenant, quota).inc()),
         )
         router.auth = self.auth
         operations.on_finished(lambda op: router.release(op.cluster_id, op.id))

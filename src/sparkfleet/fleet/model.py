@@ -82,6 +82,8 @@ class RunningWork:
     core_seconds: float  # its estimate
     memory_bytes: int  # its estimated peak execution memory
     started_at: float  # monotonic seconds
+    # The tenant that sent it (policy/tenancy.py counts its queries and cores from these).
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)

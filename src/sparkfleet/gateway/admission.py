@@ -1,10 +1,12 @@
 """Admission: queries wait here until the placement policy finds them a cluster.
 
-Every waiting query is re-evaluated, in order (interactive first, then first come first served),
-whenever conditions change: a query is placed or finishes, a cluster changes state, a cluster's
-load reading changes. A placed query's expected work is reserved on its cluster at once, so the
-next decision in the same pass already sees it. The queue is bounded; its order and each query's
-reason for waiting are visible (``/api/queries`` and GetStatus).
+Every waiting query is re-evaluated, in order, whenever conditions change: a query is placed or
+finishes, a cluster changes state, a cluster's load reading changes. The order is fair across
+tenants (``policy/tenancy.py``: the tenant with the fewest queries running goes first), and
+within a tenant interactive first, then first come first served. A placed query's expected work
+is reserved on its cluster, under its tenant, at once, so the next decision in the same pass
+already sees it. The queue is bounded, overall and per tenant (``max_queued``); its order and each
+query's reason for waiting are visible (``/api/queue``, ``/api/queries`` and GetStatus).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from sparkfleet.clock import Clock
 from sparkfleet.errors import NoCapacity, QueryCancelled
 from sparkfleet.fleet.controller import Cluster, FleetController
 from sparkfleet.fleet.model import Profile, RunningWork
+from sparkfleet.gateway.tenants import Tenants
 from sparkfleet.plan.cost import Estimate
 from sparkfleet.policy.placement import PlacementRequest, PlacementSettings, Queue, RunOn, place_query
 from sparkfleet.policy.scaling import Demand, parse_mode
+from sparkfleet.policy.tenancy import WaitingQuery, allowed_sizes, fair_order, queue_refusal, running_by_tenant
 
 # After waiting in vain, when the client should try again.
 RETRY_DELAY_S = 5.0
@@ -55,12 +59,18 @@ class _Waiter:
     enqueued_at: float
     queued: bool = False  # False: waiting for any cluster to be ready; True: clusters refuse it
     reason: str = ""
+    tenant: str = ""
+    # Only its tenant's quota holds it: no new cluster would help it.
+    quota_bound: bool = False
 
     @property
-    def priority(self) -> tuple[int, int]:
+    def runs_job(self) -> bool:
+        return self.traits is not None and self.traits.runs_job
+
+    def as_waiting(self) -> WaitingQuery:
         traits = self.traits
         interactive = traits is None or not traits.runs_job or traits.profile is Profile.INTERACTIVE
-        return (0 if interactive else 1, self.seq)
+        return WaitingQuery(self.query_id, self.tenant, interactive, self.seq, self.runs_job)
 
 
 @dataclass
@@ -71,8 +81,13 @@ class Admission:
     max_queued: int = 1000
     capacity_wait_s: float = 120.0  # no cluster ready at all
     queue_wait_s: float = 3600.0  # clusters exist but none admits the query
+    tenants: Tenants = field(default_factory=Tenants)
     _waiters: list[_Waiter] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
+    # Per tenant, the turn of its latest placement: ties in the fair order go to the tenant served
+    # least recently. One entry per tenant that ever ran a query.
+    _served: dict[str, int] = field(default_factory=dict)
+    _turns: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
     _wait_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
     _work_listeners: list[Callable[[], None]] = field(default_factory=list)
     _queue_wait_listeners: list[Callable[[float], None]] = field(default_factory=list)
@@ -84,8 +99,18 @@ class Admission:
 
     def waiting(self) -> list[tuple[str, int, str]]:
         """(query id, position from 1, reason) of every waiting query, in admission order."""
-        ordered = sorted(self._waiters, key=lambda w: w.priority)
-        return [(w.query_id, n, w.reason) for n, w in enumerate(ordered, 1)]
+        return [(w.query_id, n, w.reason) for n, w in enumerate(self._ordered(), 1)]
+
+    def tenant_of(self, query_id: str) -> str:
+        """The tenant of a waiting query ("" if it is not waiting)."""
+        return next((w.tenant for w in self._waiters if w.query_id == query_id), "")
+
+    def _ordered(self) -> list[_Waiter]:
+        """Waiting queries in the order placement is offered them: fair across tenants."""
+        by_id = {w.query_id: w for w in self._waiters}
+        running = running_by_tenant(self.fleet.snapshot())
+        order = fair_order([w.as_waiting() for w in self._waiters], running, self._served)
+        return [by_id[q.query_id] for q in order]
 
     def position(self, query_id: str) -> tuple[int, str] | None:
         for found, n, reason in self.waiting():
@@ -103,17 +128,26 @@ class Admission:
 
     def demand(self) -> list[Demand]:
         """Every query waiting (refused by the clusters there are, or waiting for any cluster to
-        be ready: none is), as the autoscaler sees it."""
+        be ready: none is), as the autoscaler sees it; not those only their tenant's quota holds
+        back. Each asks only for size classes its tenant may use."""
         now = self.clock.monotonic()
         found = []
+        sizes = None
         for w in self._waiters:
-            if w.future.done():
+            if w.future.done() or w.quota_bound:
                 continue
             memory = w.traits.estimate.memory_bytes if w.traits is not None and w.traits.estimate else 0
             mode = w.traits.mode if w.traits is not None else ""
             request = w.make_request()
+            allowed: frozenset[str] = frozenset()
+            if request.tenant_limits.max_size is not None or request.tenant_limits.max_cores is not None:
+                if sizes is None:
+                    sizes = [self.fleet.size_class(name) for name in self.fleet.size_names()]
+                allowed = frozenset(s.name for s in allowed_sizes(request.tenant_limits, sizes))
+                if not allowed:
+                    continue  # no size class its tenant may use: no cluster started would take it
             found.append(Demand(w.query_id, memory, now - w.enqueued_at, request.min_memory_mb,
-                                parse_mode(mode) if mode else None, request.runtime))
+                                parse_mode(mode) if mode else None, request.runtime, allowed))
         return found
 
     def oldest_wait_s(self) -> float:
@@ -131,15 +165,19 @@ class Admission:
     # ---- entering and leaving --------------------------------------------------------------------
 
     async def admit(
-        self, query_id: str, make_request: Callable[[], PlacementRequest], traits: QueryTraits | None
+        self, query_id: str, make_request: Callable[[], PlacementRequest], traits: QueryTraits | None,
+        tenant: str = "",
     ) -> RunOn:
-        """Wait until placement runs the query somewhere; its work is then reserved there.
+        """Wait until placement runs the query somewhere; its work is then reserved there, under
+        ``tenant``.
 
-        Raises NoCapacity when the queue is full or the wait ran out, QueryCancelled when
-        cancelled with :meth:`cancel`.
+        Raises NoCapacity when the queue is full or the wait ran out, QuotaExceeded when the
+        tenant has its max_queued queries waiting already, QueryCancelled when cancelled with
+        :meth:`cancel`.
         """
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(query_id, make_request, traits, loop.create_future(), next(self._seq), self.clock.monotonic())
+        waiter = _Waiter(query_id, make_request, traits, loop.create_future(), next(self._seq), self.clock.monotonic(),
+                         tenant=tenant)
         self._waiters.append(waiter)
         self.changed()
         if not waiter.future.done() and len(self._waiters) > self.max_queued:
@@ -149,6 +187,12 @@ class Admission:
                 f"this one was not queued: {waiter.reason}. The client retries on its own.",
                 retry_delay_s=RETRY_DELAY_S,
             )
+        if not waiter.future.done() and waiter.runs_job:
+            mine = sum(1 for w in self._waiters if w.tenant == tenant and w.runs_job and not w.future.done())
+            refusal = queue_refusal(tenant, self.tenants.limits(tenant), mine)
+            if refusal is not None:
+                self._waiters.remove(waiter)
+                raise self.tenants.refuse(tenant, "max_queued", f"{refusal}. It could not start at once: {waiter.reason}")
         try:
             while not waiter.future.done():
                 limit = self.queue_wait_s if waiter.queued else self.capacity_wait_s
@@ -197,7 +241,7 @@ class Admission:
 
     def changed(self) -> None:
         """Re-evaluate every waiting query, in order, against the fleet as it is now."""
-        for waiter in sorted(self._waiters, key=lambda w: w.priority):
+        for waiter in self._ordered():
             if waiter.future.done():
                 continue
             now = self.clock.monotonic()
@@ -206,11 +250,14 @@ class Admission:
                 cluster = self.fleet.get(decision.cluster_id)
                 assert cluster is not None
                 self._reserve(cluster, waiter, now)
+                if waiter.runs_job:
+                    self._served[waiter.tenant] = next(self._turns)
                 if waiter.queued:
                     for placed_listener in self._queue_wait_listeners:
                         placed_listener(now - waiter.enqueued_at)
                 waiter.future.set_result(decision)
             else:
+                waiter.quota_bound = isinstance(decision, Queue) and decision.quota_bound
                 if isinstance(decision, Queue) and not waiter.queued:
                     waiter.queued = True
                     waiter.enqueued_at = now  # the queue's own wait starts now
@@ -230,6 +277,7 @@ class Admission:
             estimate.core_seconds if estimate else 0.0,
             estimate.memory_bytes if estimate else 0,
             now,
+            waiter.tenant,
         )
         for listener in self._work_listeners:
             listener()

@@ -186,7 +186,9 @@ class AttemptRunner:
         culprit = (lost.evidence if isinstance(lost, RanOutOfMemory)
                    else out_of_memory_evidence(cluster, routed.session.session_id))
         lost_memory_mb = cluster.size.memory_mb if cluster is not None else 0
-        larger = self.r.fleet.next_larger_size(lost_memory_mb) if culprit and cluster is not None else None
+        # The next size up, unless there is none or the tenant may not use it (size_quota says why).
+        larger, size_quota = (self.r.larger_size_for(routed.session, lost_memory_mb) if culprit and cluster is not None
+                              else (None, ""))
         decision = decide_retry(
             op.intent,
             FailureFacts(
@@ -199,6 +201,7 @@ class AttemptRunner:
                 lost_size=cluster.size.name if cluster is not None else "",
                 lost_memory_mb=lost_memory_mb,
                 larger_size=larger.name if larger is not None else "",
+                size_quota=size_quota,
             ),
         )
         if not isinstance(decision, Retry):

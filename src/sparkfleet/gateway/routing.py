@@ -17,13 +17,14 @@ from sparkfleet.clock import Clock, SystemClock
 from sparkfleet.config_security import AuthSettings
 from sparkfleet.errors import ClusterLost, MalformedMessage
 from sparkfleet.fleet.controller import Cluster, FleetController
-from sparkfleet.fleet.model import ClusterState, Profile
+from sparkfleet.fleet.model import ClusterState, Profile, SizeClass
 from sparkfleet.gateway.admission import Admission, QueryTraits
 from sparkfleet.gateway.auth import Authenticator, Identity
 from sparkfleet.gateway.forwarding import Backends, Metadata, forwarded_metadata, lost_cluster_error
 from sparkfleet.gateway.operations import OperationRegistry
 from sparkfleet.gateway.sessions import SessionRegistry, VirtualSession
 from sparkfleet.gateway.status import error_info_of
+from sparkfleet.gateway.tenants import Tenants
 from sparkfleet.plan.wire import (
     Field,
     as_message,
@@ -34,6 +35,7 @@ from sparkfleet.plan.wire import (
     replace_string_field,
 )
 from sparkfleet.policy.placement import PlacementRequest, PlacementSettings
+from sparkfleet.policy.tenancy import size_within
 
 SESSION_ID = 1
 USER_CONTEXT = 2
@@ -95,15 +97,19 @@ class Router:
         placement: PlacementSettings | None = None,
         max_queued: int = 1000,
         queue_wait_s: float = 3600.0,
+        tenants: Tenants | None = None,
     ) -> None:
         self.placement_strategy = placement_strategy
+        # Each tenant's quotas and request rate (gateway/tenants.py); nobody is limited by default.
+        self.tenants = tenants or Tenants()
         # The autoscaler's mode ("" while the pool is fixed): Standard packs queries onto fewer
         # clusters so the others can be stopped.
         self.scaling_mode = ""
         # Queries wait here for a cluster: while the pool starts or replaces lost clusters
         # (``capacity_wait_s``), or while every cluster refuses them (``queue_wait_s``).
         self.admission = Admission(
-            fleet, clock or SystemClock(), placement or PlacementSettings(), max_queued, capacity_wait_s, queue_wait_s
+            fleet, clock or SystemClock(), placement or PlacementSettings(), max_queued, capacity_wait_s, queue_wait_s,
+            self.tenants,
         )
         self.fleet = fleet
         self.sessions = sessions
@@ -131,6 +137,7 @@ class Router:
         session = self.sessions.resolve(
             identity.user, session_id, as_str(fields.get(shape.client_type_field)), observed, identity.tenant
         )
+        self.tenants.take_request(identity.tenant)  # over its request rate: QuotaExceeded, retry later
         return Routed(session, fields, forwarded_metadata(invocation_metadata), identity)
 
     # ---- placement ---------------------------------------------------------------------------
@@ -155,8 +162,10 @@ class Router:
         ``runtime``: only clusters of this runtime ("": any).
         """
         pinned, pin_reason = self._pin_for(session, request)
+        limits = self.tenants.limits(session.tenant)
         learned = traits.memory_floor_mb if traits is not None else 0
-        if learned > min_memory_mb and self.fleet.next_larger_size(learned) is not None:
+        larger = self.fleet.next_larger_size(learned) if learned > min_memory_mb else None
+        if larger is not None and size_within(limits, larger):
             min_memory_mb = learned  # the workload ran a cluster this size out of memory before
 
         def make_request() -> PlacementRequest:
@@ -169,9 +178,12 @@ class Router:
                 min_memory_mb=min_memory_mb,
                 pack=self._packs(traits),
                 runtime=runtime,
+                tenant=session.tenant,
+                tenant_limits=limits,
             )
 
-        decision = await self.admission.admit(query_id or f"call-{uuid.uuid4()}", make_request, traits)
+        decision = await self.admission.admit(query_id or f"call-{uuid.uuid4()}", make_request, traits,
+                                              session.tenant)
         cluster = self.fleet.get(decision.cluster_id)
         assert cluster is not None
         if session.home_cluster_id != cluster.id:
@@ -183,6 +195,11 @@ class Router:
             cluster.sessions.add(session.session_id)
             self.sessions.persist(session)
         return cluster, decision.reason
+
+    def larger_size_for(self, session: VirtualSession, memory_mb: int) -> tuple[SizeClass | None, str]:
+        """The next size class above ``memory_mb`` an out-of-memory query of the session may run
+        on, and why not, when its tenant's quota stops it ("" otherwise)."""
+        return self.tenants.larger_size(session.tenant, self.fleet.next_larger_size(memory_mb))
 
     def _packs(self, traits: QueryTraits | None) -> bool:
         """Standard mode (the session's, else the autoscaler's) runs the least compute: pack."""

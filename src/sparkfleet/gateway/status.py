@@ -43,7 +43,9 @@ def status_for(error: SparkfleetError) -> tuple[grpc.StatusCode, str, tuple[tupl
     retry_delay_s = getattr(error, "retry_delay_s", None)
     if retry_delay_s is not None:
         retry = any_pb2.Any()
-        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=0, seconds=int(retry_delay_s))))
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(retry_delay_s * 1e9))  # a rate limit's delay is often under a second
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         details.append(retry)
     status = status_pb2.Status(code=error.grpc_code.value[0], message=message, details=details)
     return error.grpc_code, message, ((STATUS_DETAILS_KEY, status.SerializeToString()),)

@@ -4,10 +4,12 @@ Three signals decide: the query's expected cost (``Estimate``), its latency prof
 batch) and what each cluster is doing (the work the gateway placed there, and Spark's own reading
 of itself when it is fresh). Rules, in order:
 
+0. A tenant at its max_concurrent_queries waits, whatever the fleet (``policy/tenancy.py``).
 1. A pin wins: state the query needs lives on one cluster only.
-2. Isolation: batch work never takes the clusters reserved for interactive work (by default one
-   cluster stays free of batch work whenever the pool has two or more), and each cluster admits
-   work only within its memory budget and its concurrency limits.
+2. Tenant quotas: no cluster larger than the tenant's max_size_class, none that would take it
+   past its max_cores. Isolation: batch work never takes the clusters reserved for interactive
+   work (by default one cluster stays free of batch work whenever the pool has two or more), and
+   each cluster admits work only within its memory budget and its concurrency limits.
 3. Among clusters that admit the query, interactive work goes where no batch work runs and the
    fewest interactive queries share a core; batch work goes where no interactive work runs and the
    least work runs. The session's home cluster wins ties (its state is there already). Packed
@@ -25,6 +27,16 @@ from dataclasses import dataclass
 
 from sparkfleet.fleet.model import ClusterView, FleetSnapshot, Profile, RunningWork
 from sparkfleet.plan.cost import Estimate
+from sparkfleet.policy.tenancy import (
+    UNLIMITED,
+    TenantLimits,
+    TenantUsage,
+    concurrency_refusal,
+    cores_refusal,
+    quota_blocks_new_capacity,
+    size_refusal,
+    usage_of,
+)
 
 _MB = 1024 * 1024
 
@@ -79,6 +91,11 @@ class PlacementRequest:
     pack: bool = False
     # Only clusters of this runtime (policy/versions.py); "": any.
     runtime: str = ""
+    # Who sent it and what that tenant may use (policy/tenancy.py): its queries running at once,
+    # the cores of the clusters running them, the largest size class. Pins and calls that run no
+    # job are not limited.
+    tenant: str = ""
+    tenant_limits: TenantLimits = UNLIMITED
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +109,9 @@ class Queue:
     """Ready clusters exist but none admits the query now; it waits for the fleet to change."""
 
     reason: str
+    # The tenant's quota alone holds it back: another cluster would not help (the autoscaler
+    # leaves it out of its demand).
+    quota_bound: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +132,12 @@ def place_query(
     A pin whose cluster is not ready is not honoured here: the caller decides whether the pinned
     state was essential (then it reports the loss) or only an optimisation.
     """
+    usage = None
+    if not request.metadata_only and request.tenant_limits != UNLIMITED:
+        usage = usage_of(request.tenant, fleet)
+        held = concurrency_refusal(request.tenant, request.tenant_limits, usage)
+        if held is not None:
+            return Queue(f"{_describe_query(request)}; queued: {held}", quota_bound=True)
     ready = sorted((c for c in fleet.ready() if c.id not in request.avoid), key=lambda c: c.id)
     if request.pinned_cluster_id is not None:
         for cluster in ready:
@@ -144,13 +170,14 @@ def place_query(
     admitted: list[ClusterView] = []
     refusals: list[str] = []
     for cluster in ready:
-        refusal = _refusal(request, cluster, ready, now, settings)
+        refusal = _tenant_refusal(request, usage, cluster) or _refusal(request, cluster, ready, now, settings)
         if refusal is None:
             admitted.append(cluster)
         else:
             refusals.append(f"{cluster.id} {refusal}")
     if not admitted:
-        return Queue(f"{what}; queued: " + "; ".join(refusals))
+        bound = usage is not None and quota_blocks_new_capacity(request.tenant_limits, usage)
+        return Queue(f"{what}; queued: " + "; ".join(refusals), quota_bound=bound)
     key = _interactive_key if request.profile is Profile.INTERACTIVE else _batch_key
     best = min(admitted, key=lambda c: key(c, request, now, settings))
     return RunOn(best.id, f"{what}; {_describe_choice(best, request, now, settings)}")
@@ -182,6 +209,14 @@ def _memory_in_use(cluster: ClusterView, now: float, settings: PlacementSettings
     if cluster.work and load is not None and load.memory_in_use_bytes is not None:
         return max(expected, load.memory_in_use_bytes)
     return expected
+
+
+def _tenant_refusal(request: PlacementRequest, usage: TenantUsage | None, cluster: ClusterView) -> str | None:
+    """Why the tenant's quotas keep the query off ``cluster`` (too large, too many cores), or None."""
+    if usage is None:
+        return None
+    limits = request.tenant_limits
+    return size_refusal(request.tenant, limits, cluster) or cores_refusal(request.tenant, limits, usage, cluster)
 
 
 def _refusal(

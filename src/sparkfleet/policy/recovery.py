@@ -37,6 +37,9 @@ class FailureFacts:
     lost_size: str = ""
     lost_memory_mb: int = 0
     larger_size: str = ""
+    # Why the query may not move to a larger size class when its tenant's quota is what stops it
+    # (e.g. its max_size_class); "" otherwise.
+    size_quota: str = ""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -111,6 +114,10 @@ def _decide_on_memory(intent: QueryIntent, failure: FailureFacts) -> RetryDecisi
     safe = decide_retry(intent, dataclasses.replace(failure, caused_out_of_memory=""))
     if not isinstance(safe, Retry):
         return Surface(f"not retried: {ran_out}; and {safe.reason.removeprefix('not retried: ')}")
+    if failure.size_quota:
+        return Surface(f"not retried: {ran_out}; {failure.size_quota}, and on a cluster of the same size it "
+                       "would fail the same way. Make the query need less memory, or ask an administrator to "
+                       "raise the quota")
     if not failure.larger_size:
         return Surface(f"not retried: {ran_out}; no larger size class can be started, and on a cluster "
                        "of the same size it would fail the same way and take other queries down with it")

@@ -110,6 +110,8 @@ class Demand:
     mode: Mode | None = None
     # The runtime it must run on (policy/versions.py); "": any.
     runtime: str = ""
+    # The size classes its tenant may use (policy/tenancy.py); empty: any.
+    sizes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +230,13 @@ def plan_scaling(
         # With no cluster at all, the horizontal rule below starts the size the oldest query needs.
         too_big = [d for d in waiting if accepting and (d.memory_bytes > largest_budget
                                                         or (d.floor_mb and d.floor_mb >= largest_mb))]
+        # A query whose tenant may not use a larger size than the live clusters' is not too big
+        # for them: a larger cluster would not take it.
+        too_big = [d for d in too_big if _fitting(by_size, d.memory_bytes, settings, d.floor_mb, d.sizes).memory_mb
+                   > largest_mb]
         if too_big:
             d = max(too_big, key=lambda d: (d.floor_mb, d.memory_bytes, d.query_id))
-            size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
+            size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb, d.sizes)
             why = (f"query {d.query_id} ran a {d.floor_mb:,} MB cluster out of memory" if d.floor_mb else
                    f"query {d.query_id} needs ~{d.memory_bytes / _MB:,.0f} MB; no live cluster holds more "
                    f"than ~{largest_budget / _MB:,.0f} MB")
@@ -243,7 +249,7 @@ def plan_scaling(
         if due:
             # The oldest waiter's size; with no cluster at all, the size the neediest one requires.
             d = due[0] if accepting else max(due, key=lambda d: (d.floor_mb, d.memory_bytes, d.waited_s))
-            size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb)
+            size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb, d.sizes)
             on_the_way = [c for c in starting if _budget_bytes(c.view.size, settings) >= d.memory_bytes
                           and c.view.size.memory_mb > d.floor_mb]
             waiting_now = f"{len(due)} quer{'y' if len(due) == 1 else 'ies'} waiting"
@@ -290,8 +296,11 @@ def _budget_bytes(size: SizeClass, settings: ScalingSettings) -> int:
     return int(size.memory_mb * _MB * settings.memory_fraction)
 
 
-def _fitting(by_size: list[SizeClass], memory_bytes: int, settings: ScalingSettings, floor_mb: int = 0) -> SizeClass:
+def _fitting(by_size: list[SizeClass], memory_bytes: int, settings: ScalingSettings, floor_mb: int = 0,
+             allowed: frozenset[str] = frozenset()) -> SizeClass:
     """The smallest size class larger than ``floor_mb`` whose memory budget holds the query; the
-    largest if none does."""
-    return next((s for s in by_size if _budget_bytes(s, settings) >= memory_bytes and s.memory_mb > floor_mb),
-                by_size[-1])
+    largest if none does. Only ``allowed`` ones (its tenant's), when given and any is."""
+    candidates = [s for s in by_size if s.name in allowed] if allowed else by_size
+    candidates = candidates or by_size
+    return next((s for s in candidates if _budget_bytes(s, settings) >= memory_bytes and s.memory_mb > floor_mb),
+                candidates[-1])
