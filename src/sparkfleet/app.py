@@ -46,6 +46,7 @@ from sparkfleet.policy.cpu_share import CpuShareSettings
 from sparkfleet.policy.watchdog import WatchdogSettings
 from sparkfleet.store.history import WorkloadRun
 from sparkfleet.store import Database
+from sparkfleet.tls import TlsPair, load_tls_pair
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Sparkfleet:
         self.versions: WorkloadRuntimes | None = None
         self._backends: Backends | None = None
         self.catalog: SharedCatalog | None = None
+        self._tls: TlsPair | None = None
         self.port = 0
         self.admin_port = 0
 
@@ -90,7 +92,8 @@ class Sparkfleet:
 
     @property
     def admin_url(self) -> str:
-        return f"http://localhost:{self.admin_port}"
+        scheme = "https" if self.settings.tls.enabled else "http"
+        return f"{scheme}://localhost:{self.admin_port}"
 
     @property
     def ready_line(self) -> str:
@@ -116,6 +119,8 @@ class Sparkfleet:
         })
         self.auth = Authenticator(s.auth, self.clock,
                                   on_failure=lambda reason, endpoint: self.metrics.auth_failures.labels(reason, endpoint).inc())
+        # Checked before anything starts: a bad certificate or key fails at once, naming the file.
+        self._tls = load_tls_pair(s.tls) if s.tls.enabled else None
         check_java()
         self.runtime = installed_pyspark_runtime()
         data_dir = Path(s.data_dir)
@@ -194,7 +199,8 @@ class Sparkfleet:
         )
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.
-        self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port)
+        self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port,
+                                                 self._tls)
         await self._start_admin()
         # Clients may connect while the pool starts: their requests wait for a ready cluster.
         await self._grpc.start()
@@ -292,7 +298,9 @@ class Sparkfleet:
             sock.close()
             raise EnvironmentProblem(f"admin server cannot listen on {s.host}:{s.port}: {exc}") from exc
         self.admin_port = sock.getsockname()[1]
-        config = uvicorn.Config(build_admin_app(self), log_level="warning", lifespan="off", access_log=False)
+        tls = self._tls
+        config = uvicorn.Config(build_admin_app(self), log_level="warning", lifespan="off", access_log=False,
+                                ssl_certfile=tls.cert_file if tls else None, ssl_keyfile=tls.key_file if tls else None)
         self._admin = _QuietUvicorn(config)
         self._admin_task = asyncio.get_running_loop().create_task(self._admin.serve(sockets=[sock]))
         while not self._admin.started:

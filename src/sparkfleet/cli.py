@@ -1,4 +1,4 @@
-"""Command line: ``sparkfleet up | status | bench | compat | runtimes``."""
+"""Command line: ``sparkfleet up | status | bench | compat | runtimes | tls``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import ssl
 import sys
 import time
 import urllib.error
@@ -16,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from sparkfleet.config import DEFAULT_ADMIN_PORT, load_settings
-from sparkfleet.errors import SparkfleetError
+from sparkfleet.errors import ConfigError, SparkfleetError
 
 err = Console(stderr=True, highlight=False)
 
@@ -61,6 +62,8 @@ async def _run_up(args: argparse.Namespace) -> int:
         return 130
     starting.result()  # raises the start error, after start() cleaned up
     print(app.ready_line, flush=True)
+    if settings.tls.enabled:
+        err.print(f"sparkfleet: TLS on; clients connect with sc://HOST:{app.port}/;use_ssl=true")
     await stopping
     err.print("sparkfleet: stopping")
     await app.stop()
@@ -72,12 +75,26 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return asyncio.run(_run_up(args))
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    base = f"http://localhost:{args.admin_port}"
+def _trusting(ca_file: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts ``ca_file`` besides the system's CAs."""
+    context = ssl.create_default_context()
     try:
-        with urllib.request.urlopen(f"{base}/api/health", timeout=5) as r:
+        context.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use {ca_file} as a CA file: {exc}") from exc
+    return context
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, **{"admin.port": args.admin_port}) if args.config else None
+    port = settings.admin.port if settings else args.admin_port or DEFAULT_ADMIN_PORT
+    ca_file = args.ca_file or (settings.tls.cert_file if settings and settings.tls.enabled else None)
+    tls = _trusting(ca_file) if ca_file is not None else None
+    base = f"{'https' if tls else 'http'}://localhost:{port}"
+    try:
+        with urllib.request.urlopen(f"{base}/api/health", timeout=5, context=tls) as r:
             health = json.load(r)
-        with urllib.request.urlopen(f"{base}/api/clusters?history=0", timeout=5) as r:
+        with urllib.request.urlopen(f"{base}/api/clusters?history=0", timeout=5, context=tls) as r:
             clusters = json.load(r)
     except (urllib.error.URLError, OSError) as exc:
         err.print(f"sparkfleet is not answering at {base}: {exc}")
@@ -122,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_up)
 
     status = sub.add_parser("status", help="show the health and clusters of a running sparkfleet")
-    status.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT)
+    status.add_argument("--admin-port", type=int, help=f"admin port (default: the config's, else {DEFAULT_ADMIN_PORT})")
+    status.add_argument("--config", type=Path, help="the TOML file sparkfleet runs with (admin port, [tls])")
+    status.add_argument("--ca-file", type=Path, help="the admin server is https: trust this certificate (PEM)")
     status.add_argument("--all", action="store_true", help="include stopped and lost clusters")
     status.set_defaults(func=_cmd_status)
 
@@ -148,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sparkfleet.cli_runtimes import add_runtime_commands
 
     add_runtime_commands(sub)
+    from sparkfleet.cli_tls import add_tls_commands
+
+    add_tls_commands(sub)
     return parser
 
 

@@ -20,6 +20,7 @@ from sparkfleet.errors import EnvironmentProblem, SparkfleetError
 from sparkfleet.gateway.forwarding import MAX_MESSAGE_BYTES, SERVICE
 from sparkfleet.gateway.service import SparkConnectService
 from sparkfleet.gateway.status import status_for
+from sparkfleet.tls import TlsPair
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,10 @@ def listen_addresses(host: str) -> list[str]:
     return addresses
 
 
-def bind_grpc_server(handler: grpc.GenericRpcHandler, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Bind every address of ``host`` (serving starts with ``await server.start()``).
+def bind_grpc_server(handler: grpc.GenericRpcHandler, host: str, port: int,
+                     tls: TlsPair | None = None) -> tuple[grpc.aio.Server, int]:
+    """Bind every address of ``host`` (serving starts with ``await server.start()``), with TLS
+    when ``tls`` is given (then only TLS clients get through).
 
     Each address is bound on its own and each bind must succeed: grpc accepts a partial bind of
     a name (e.g. ``[::1]`` free but ``127.0.0.1`` taken by another program), which would send
@@ -163,10 +166,14 @@ def bind_grpc_server(handler: grpc.GenericRpcHandler, host: str, port: int) -> t
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((handler,))
+    credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)]) if tls is not None else None
     for ip in listen_addresses(host):
         target = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         try:
-            bound = server.add_insecure_port(target)
+            if credentials is None:
+                bound = server.add_insecure_port(target)
+            else:
+                bound = server.add_secure_port(target, credentials)
         except RuntimeError:  # grpc's way of saying the bind failed
             bound = 0
         if bound == 0:

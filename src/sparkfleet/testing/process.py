@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any, Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
 
-_READY = re.compile(r"sparkfleet ready: sc://localhost:(\d+) admin http://localhost:(\d+)")
+_READY = re.compile(r"sparkfleet ready: sc://localhost:(\d+) admin (https?)://localhost:(\d+)")
 
 
 # Appended to a pool's config: the clusters it names are the whole fleet, started once and
@@ -57,7 +58,10 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.2, what: str =
 
 
 class SparkfleetProcess:
-    def __init__(self, config_toml: str | None = None, data_dir: Path | None = None, name: str = "sparkfleet"):
+    def __init__(self, config_toml: str | None = None, data_dir: Path | None = None, name: str = "sparkfleet",
+                 ca_file: Path | None = None, admin_token: str | None = None):
+        """For admin API calls: ``ca_file``, the certificate to trust (a config with ``[tls]``);
+        ``admin_token``, the bearer token to send (a config with ``[auth]``)."""
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix=f"{name}-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.config_path: Path | None = None
@@ -68,6 +72,9 @@ class SparkfleetProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.admin_port = 0
+        self.admin_scheme = "http"
+        self._admin_tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        self._admin_headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         self.stderr_lines: list[str] = []
         self.cluster_pids: set[int] = set()
 
@@ -77,7 +84,7 @@ class SparkfleetProcess:
 
     @property
     def admin(self) -> str:
-        return f"http://localhost:{self.admin_port}"
+        return f"{self.admin_scheme}://localhost:{self.admin_port}"
 
     def start(self, timeout_s: float = 240, port: int = 0, admin_port: int = 0) -> "SparkfleetProcess":
         cmd = [sys.executable, "-m", "sparkfleet", "up", "--port", str(port), "--admin-port", str(admin_port),
@@ -93,7 +100,7 @@ class SparkfleetProcess:
             for line in self.proc.stdout:
                 match = _READY.search(line)
                 if match:
-                    self.port, self.admin_port = int(match.group(1)), int(match.group(2))
+                    self.port, self.admin_scheme, self.admin_port = int(match[1]), match[2], int(match[3])
                     ready.set()
 
         threading.Thread(target=read_stdout, daemon=True).start()
@@ -104,7 +111,11 @@ class SparkfleetProcess:
                 raise RuntimeError(
                     f"sparkfleet did not become ready (exit {self.proc.returncode}):\n" + "".join(self.stderr_lines[-40:])
                 )
-        self.remember_cluster_pids()
+        try:
+            self.remember_cluster_pids()
+        except BaseException:  # e.g. an admin API this helper may not read: stop what started
+            self.stop()
+            raise
         return self
 
     def _drain_stderr(self) -> None:
@@ -113,11 +124,11 @@ class SparkfleetProcess:
             self.stderr_lines.append(line)
 
     def api(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.admin}{path}", timeout=30) as response:
-            return json.load(response)
+        return json.loads(self.text(path))
 
     def text(self, path: str) -> str:
-        with urllib.request.urlopen(f"{self.admin}{path}", timeout=30) as response:
+        request = urllib.request.Request(f"{self.admin}{path}", headers=self._admin_headers)
+        with urllib.request.urlopen(request, timeout=30, context=self._admin_tls) as response:
             return response.read().decode()
 
     def metric(self, name: str, **labels: str) -> float:
