@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -91,11 +92,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     ca_file = args.ca_file or (settings.tls.cert_file if settings and settings.tls.enabled else None)
     tls = _trusting(ca_file) if ca_file is not None else None
     base = f"{'https' if tls else 'http'}://localhost:{port}"
+    token = args.token or os.environ.get("SPARKFLEET_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with urllib.request.urlopen(f"{base}/api/health", timeout=5, context=tls) as r:
             health = json.load(r)
-        with urllib.request.urlopen(f"{base}/api/clusters?history=0", timeout=5, context=tls) as r:
+        request = urllib.request.Request(f"{base}/api/clusters?history=0", headers=headers)
+        with urllib.request.urlopen(request, timeout=5, context=tls) as r:
             clusters = json.load(r)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            err.print("sparkfleet runs with [auth]: give a token with --token or SPARKFLEET_TOKEN")
+            return 1
+        err.print(f"sparkfleet answered {exc.code} at {base}: {exc.read().decode(errors='replace')[:500]}")
+        return 1
     except (urllib.error.URLError, OSError) as exc:
         err.print(f"sparkfleet is not answering at {base}: {exc}")
         return 1
@@ -143,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, help="the TOML file sparkfleet runs with (admin port, [tls])")
     status.add_argument("--ca-file", type=Path, help="the admin server is https: trust this certificate (PEM)")
     status.add_argument("--all", action="store_true", help="include stopped and lost clusters")
+    status.add_argument("--token", help="bearer token when sparkfleet runs with [auth] (or env SPARKFLEET_TOKEN)")
     status.set_defaults(func=_cmd_status)
 
     bench = sub.add_parser("bench", help="run a benchmark (overhead, config-rpc, faults)")
@@ -167,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sparkfleet.cli_runtimes import add_runtime_commands
 
     add_runtime_commands(sub)
+    from sparkfleet.cli_auth import add_auth_commands
+
+    add_auth_commands(sub)
     from sparkfleet.cli_tls import add_tls_commands
 
     add_tls_commands(sub)
