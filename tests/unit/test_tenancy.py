@@ -262,3 +262,21 @@ def test_ties_go_to_the_tenant_served_least_recently_not_to_the_oldest_queue() -
     assert fair_order(waiting, {}, {"flood": 7, "quiet": 3})[0].query_id == "q"
     assert fair_order(waiting, {}, {"flood": 7})[0].query_id == "q"  # never served: first
     assert fair_order(waiting, {}, {"flood": 3, "quiet": 7})[0].query_id == "f0"
+
+
+def test_interactive_work_keeps_away_from_another_tenants_flood_when_it_can() -> None:
+    """Both clusters have every core taken; the session's home runs the flood: its query goes to
+    the cluster where only its own tenant's work runs."""
+    fleet = FleetSnapshot((
+        _view("flooded", S, _work(1, "flood"), _work(2, "flood")),
+        _view("own", S, _work(3, "quiet")),
+    ))
+    decision = place_query(PlacementRequest("s", "flooded", tenant="quiet"), fleet, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "own"
+    # Without tenants (every query "default"), the session's home still wins the tie as before.
+    single = FleetSnapshot(tuple(ClusterView(c.id, c.size, c.runtime, c.state, c.running_queries, 0,
+                                             tuple(RunningWork(w.query_id, w.profile, w.core_seconds, 0,
+                                                               w.started_at, "default") for w in c.work))
+                                 for c in fleet.clusters))
+    decision = place_query(PlacementRequest("s", "flooded", tenant="default"), single, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "flooded"

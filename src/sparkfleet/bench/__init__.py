@@ -57,6 +57,11 @@ BENCHMARKS = {
             "a bursty trace on Standard, Performance-optimized and a static fleet: core-seconds, cold starts, latency",
         ),
         Benchmark(
+            "tenants",
+            "sparkfleet.bench.tenants",
+            "a quiet tenant's interactive p95 alone and beside another tenant's flood, with and without its quotas",
+        ),
+        Benchmark(
             "upgrade",
             "sparkfleet.bench.upgrade",
             "200+ workloads through a live runtime upgrade with injected regressions: failures, pins, retries",

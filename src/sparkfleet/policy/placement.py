@@ -11,8 +11,8 @@ of itself when it is fresh). Rules, in order:
    work (by default one cluster stays free of batch work whenever the pool has two or more), and
    each cluster admits work only within its memory budget and its concurrency limits.
 3. Among clusters that admit the query, interactive work goes where no batch work runs and the
-   fewest interactive queries share a core; batch work goes where no interactive work runs and the
-   least work runs. The session's home cluster wins ties (its state is there already). Packed
+   fewest interactive queries share a core, then where the fewest of other tenants' queries run;
+   batch work goes where no interactive work runs and the least work runs. The session's home cluster wins ties (its state is there already). Packed
    (Standard mode: least compute), interactive work goes to the busiest cluster that still has a
    free core, and to the most recently used of idle ones, so the others go idle and are stopped.
 4. Nothing admits it: queue (re-evaluated whenever the fleet changes). No ready cluster at all:
@@ -290,6 +290,7 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
             _heap_pressed(cluster, now, settings),
             busy == 2,
             _interactive_count(cluster) / cluster.size.cores >= 1,
+            _others_per_core(cluster, request),
             -_interactive_count(cluster),
             -_last_used(cluster, now),
             cluster.id != request.home_cluster_id,
@@ -300,12 +301,18 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
         _heap_pressed(cluster, now, settings),
         busy == 2,
         _interactive_count(cluster) / cluster.size.cores >= 1,  # every core already has a query
+        _others_per_core(cluster, request),  # another tenant's flood is not this tenant's neighbour
         cluster.id != request.home_cluster_id,
         _interactive_count(cluster) / cluster.size.cores,
         busy,
         active,
         cluster.id,
     )
+
+
+def _others_per_core(cluster: ClusterView, request: PlacementRequest) -> float:
+    """Queries of other tenants per core: a tenant's work keeps to its own clusters when it can."""
+    return sum(1 for w in cluster.work if w.tenant != request.tenant) / cluster.size.cores
 
 
 def _last_used(cluster: ClusterView, now: float) -> float:
