@@ -12,9 +12,10 @@ of itself when it is fresh). Rules, in order:
    each cluster admits work only within its memory budget and its concurrency limits.
 3. Among clusters that admit the query, interactive work goes where no batch work runs and the
    fewest interactive queries share a core, then where the fewest of other tenants' queries run;
-   batch work goes where no interactive work runs and the least work runs. The session's home cluster wins ties (its state is there already). Packed
-   (Standard mode: least compute), interactive work goes to the busiest cluster that still has a
-   free core, and to the most recently used of idle ones, so the others go idle and are stopped.
+   batch work goes where no interactive work runs and the least work runs. The session's home
+   cluster wins ties (its state is there already). Packed (Standard mode: least compute),
+   interactive work goes to the busiest cluster that still has a free core, and to the most
+   recently used of idle ones, so the others go idle and are stopped.
 4. Nothing admits it: queue (re-evaluated whenever the fleet changes). No ready cluster at all:
    wait for capacity.
 
