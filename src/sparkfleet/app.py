@@ -146,11 +146,12 @@ class Sparkfleet:
         self.fleet.on_state_change(lambda _cluster: self.cpu_sharer.refresh())
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()),
                                  self.fleet.core_seconds)
-        artifacts = ArtifactStore(data_dir / "artifacts").open()
+        artifacts = ArtifactStore(data_dir / "artifacts", s.gateway.max_artifact_upload_bytes,
+                                  s.gateway.max_artifact_session_bytes).open()
         self.sessions = SessionRegistry(self.db, self.clock, artifacts=artifacts,
                                         max_sessions_per_user=s.gateway.max_sessions_per_user)
         self.metrics.sessions.set_function(self.sessions.open_count)
-        operations = OperationRegistry(self.db, self.clock)
+        operations = OperationRegistry(self.db, self.clock, max_per_user=s.gateway.max_operations_per_user)
         self._backends = Backends(self.fleet)
         placement = s.placement
         self.router = router = Router(

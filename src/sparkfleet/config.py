@@ -56,6 +56,11 @@ class GatewaySettings(_Strict):
     queue_wait_s: float = Field(default=3600.0, ge=0)
     # Open sessions one user may hold at once (beyond: RESOURCE_EXHAUSTED naming this limit).
     max_sessions_per_user: int = Field(default=1000, ge=1)
+    # Operations (ExecutePlan) one user may have queued, running or not yet released at once.
+    max_operations_per_user: int = Field(default=1000, ge=1)
+    # Bytes one AddArtifacts upload may carry, and one session's stored uploads may take together.
+    max_artifact_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_artifact_session_bytes: int = Field(default=10 * 1024**3, ge=1)
 
 
 class PlacementSettings(_Strict):

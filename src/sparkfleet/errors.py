@@ -171,3 +171,19 @@ class QuotaExceeded(NoCapacity):
     def __init__(self, message: str, quota: str, retry_delay_s: float | None = None) -> None:
         super().__init__(message, retry_delay_s)
         self.quota = quota
+
+
+class MessageTooDeep(MalformedMessage):
+    """A request nests messages deeper than Spark's parser accepts (a plan thousands of levels deep)."""
+
+    error_class = "SPARKFLEET.MESSAGE_TOO_DEEP"
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class PlanTooLarge(SparkfleetError):
+    """A plan holds more messages than the gateway reads to estimate it; it runs, of unknown cost."""
+
+    error_class = "SPARKFLEET.PLAN_TOO_LARGE"

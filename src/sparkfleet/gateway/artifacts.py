@@ -52,6 +52,9 @@ _BATCH_ARTIFACTS = 1
 _ARTIFACT_NAME = 1
 _FILE_NAME = re.compile(r"[0-9a-f]{32}\.bin")
 _TMP_SUFFIX = ".tmp"
+# Defaults of gateway.max_artifact_upload_bytes and gateway.max_artifact_session_bytes.
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+DEFAULT_MAX_SESSION_BYTES = 10 * 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +236,13 @@ class ArtifactUpload:
 class ArtifactStore:
     """The artifact files of every session, under ``root`` (``<data_dir>/artifacts``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES
+    ) -> None:
         self.root = root
+        # Bytes one AddArtifacts stream may carry, and a session's stored uploads may take together.
+        self.max_upload_bytes = max_upload_bytes
+        self.max_session_bytes = max_session_bytes
 
     def open(self) -> "ArtifactStore":
         """Create the root and remove uploads a previous run left unfinished."""

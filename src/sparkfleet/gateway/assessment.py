@@ -12,7 +12,7 @@ import dataclasses
 import logging
 from typing import Any, Callable
 
-from sparkfleet.errors import MalformedMessage
+from sparkfleet.errors import MalformedMessage, PlanTooLarge
 from sparkfleet.gateway.admission import QueryTraits
 from sparkfleet.gateway.input_sizes import InputSizer
 from sparkfleet.gateway.sessions import VirtualSession
@@ -66,6 +66,8 @@ class QueryAssessor:
         workload, estimate = "", None
         try:
             workload, estimate = self.estimate(session, plan)
+        except PlanTooLarge as error:  # it runs, of unknown cost
+            log.info("the plan of a query of session %s was not estimated: %s", session.session_id, error.message)
         except Exception:  # an unreadable plan still runs; Spark will judge it
             log.warning("could not read the plan of a query of session %s", session.session_id, exc_info=True)
         override = session.options.get(PROFILE_CONF, "auto")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from sparkfleet.clock import Clock
+from sparkfleet.errors import QuotaExceeded
 from sparkfleet.store import Database
 from sparkfleet.store.queries import find_query, record_query_end, record_query_start
 
@@ -77,9 +78,12 @@ class Operation:
 
 
 class OperationRegistry:
-    def __init__(self, db: Database, clock: Clock, capacity: int = 200_000) -> None:
+    def __init__(self, db: Database, clock: Clock, capacity: int = 200_000, max_per_user: int = 1000) -> None:
         self._db = db
         self._clock = clock
+        # Operations one user may have queued, running or not yet released at once.
+        self.max_per_user = max_per_user
+        self._active_by_user: dict[str, int] = {}
         self._owners: BoundedMap[tuple[str, str, str], str] = BoundedMap(capacity)
         self._error_owners: BoundedMap[str, str] = BoundedMap(capacity)
         # Operations not settled yet: a reattachable one outlives the stream that started it.
@@ -108,6 +112,15 @@ class OperationRegistry:
     def running(self) -> list[Operation]:
         return list(self._active.values())
 
+    def check_user_limit(self, user_id: str) -> None:
+        """QuotaExceeded if ``user_id`` may not start another operation now."""
+        if self._active_by_user.get(user_id, 0) >= self.max_per_user:
+            raise QuotaExceeded(
+                f"user {user_id[:64]!r} already has {self.max_per_user} operations queued, running or not yet "
+                "released (gateway.max_operations_per_user); wait for some to finish, or interrupt them",
+                "gateway.max_operations_per_user",
+            )
+
     def error_owner(self, error_id: str) -> str | None:
         return self._error_owners.get(error_id)
 
@@ -124,9 +137,15 @@ class OperationRegistry:
         intent: str = "",
         traits: Any = None,
     ) -> Operation:
-        """A new ExecutePlan, recorded as queued until :meth:`placed`."""
+        """A new ExecutePlan, recorded as queued until :meth:`placed`; QuotaExceeded if its user
+        already has ``max_per_user`` operations that are not settled."""
+        self.check_user_limit(session_key[0])
         op = Operation(operation_id, session_key, "", kind, self._clock.monotonic(), traits=traits)
+        previous = self._active.get((*session_key, operation_id))
+        if previous is not None:  # the client re-sent it (same id): the old record is superseded
+            self.finished(previous, "cancelled", "", reason="re-sent by the client with the same operation id")
         self._active[(*session_key, operation_id)] = op
+        self._active_by_user[session_key[0]] = self._active_by_user.get(session_key[0], 0) + 1
         estimate = getattr(traits, "estimate", None)
         record_query_start(
             self._db,
@@ -200,8 +219,14 @@ class OperationRegistry:
     ) -> None:
         """Settle the operation; its last attempt failed with ``attempt_error_class`` when that
         differs from the error the client gets (``error_class``)."""
-        if self._active.pop((*op.session_key, op.id), None) is None:
-            return  # already settled (e.g. released after completing)
+        if self._active.get((*op.session_key, op.id)) is not op:
+            return  # already settled (e.g. released after completing), or superseded
+        del self._active[(*op.session_key, op.id)]
+        left = self._active_by_user.get(op.session_key[0], 1) - 1
+        if left > 0:
+            self._active_by_user[op.session_key[0]] = left
+        else:
+            self._active_by_user.pop(op.session_key[0], None)
         op.attempts.append(
             {
                 "cluster_id": op.cluster_id,

@@ -32,6 +32,8 @@ from sparkfleet.gateway.operations import Operation
 from sparkfleet.gateway.routing import RPCS, Routed, Router, error_class_of
 from sparkfleet.gateway.sessions import VirtualSession
 from sparkfleet.gateway.replay import Replayer
+from sparkfleet.gateway.request_checks import check_operation_id, resolve_checked
+from sparkfleet.gateway.uploads import add_artifacts
 from sparkfleet.gateway.refresh import TableRefresher
 from sparkfleet.plan.inspect import inspect_plan
 from sparkfleet.plan.state import Effect, Pin, ReleaseRelation, execute_plan_effects
@@ -122,7 +124,7 @@ class SparkConnectService:
     # ---- execution ---------------------------------------------------------------------------
 
     async def execute_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        routed = self.r.resolve(_EXEC, request, context, frozenset({_PLAN, _OPERATION_ID}))
+        routed = await resolve_checked(self.r, _EXEC, request, context, frozenset({_PLAN, _OPERATION_ID}))
         if _PLAN not in routed.fields:
             raise MalformedMessage("ExecutePlan request has no plan")
         shape = inspect_plan(as_message(routed.fields[_PLAN], "plan"))
@@ -131,7 +133,9 @@ class SparkConnectService:
             # The client left the id to the server: choose it here so every hop agrees on it.
             operation_id = str(uuid.uuid4())
             request = request + encode_string_field(_OPERATION_ID, operation_id)
+        check_operation_id(operation_id)
         session = routed.session
+        self.r.operations.check_user_limit(session.user_id)  # before the plan is read
         intent = classify_execute_plan(request)
         plan = as_message(routed.fields[_PLAN], "plan")
         if len(plan) > _ASSESS_INLINE_BYTES:
@@ -163,7 +167,7 @@ class SparkConnectService:
             query_ended(session, clock.monotonic(), op.response_bytes)
 
     async def reattach_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        routed = self.r.resolve(_REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
+        routed = await resolve_checked(self.r, _REATTACH, request, context, frozenset({_REATTACH_OP_ID}))
         operation_id = routed.text(_REATTACH_OP_ID)
         session = routed.session
         owner_id = self.r.operations.owner(session.key, operation_id)
@@ -284,7 +288,7 @@ class SparkConnectService:
 
     async def release_execute(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["ReleaseExecute"]
-        routed = self.r.resolve(shape, request, context, frozenset({_RELEASE_OP_ID, _RELEASE_ALL}))
+        routed = await resolve_checked(self.r, shape, request, context, frozenset({_RELEASE_OP_ID, _RELEASE_ALL}))
         session = routed.session
         operation_id = routed.text(_RELEASE_OP_ID)
         release_all = _RELEASE_ALL in routed.fields
@@ -330,7 +334,7 @@ class SparkConnectService:
         cluster is lost (none of them has an effect outside the session)."""
         shape = RPCS[name]
         wanted = frozenset({_ANALYZE_PERSIST}) if name == "AnalyzePlan" else frozenset()
-        routed = self.r.resolve(shape, request, context, wanted)
+        routed = await resolve_checked(self.r, shape, request, context, wanted)
         session = routed.session
         for attempt in range(1, _UNARY_ATTEMPTS + 1):
             cluster, _ = await self.r.place(session, request)
@@ -353,7 +357,7 @@ class SparkConnectService:
 
     async def config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """sparkfleet.* keys are the gateway's (gateway/options.py); the rest go to Spark."""
-        routed = self.r.resolve(RPCS["Config"], request, context)
+        routed = await resolve_checked(self.r, RPCS["Config"], request, context)
         session = routed.session
         try:
             split = split_config(request, session.options, session.session_id, session.server_side_session_id)
@@ -369,51 +373,11 @@ class SparkConnectService:
         return await self._forward_home("ArtifactStatus", request, context)
 
     async def add_artifacts(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-        """Forward an upload to one cluster while teeing it to disk; once the cluster has accepted
-        it, journal it, so the session's other clusters receive it before its next request there."""
-        shape = RPCS["AddArtifacts"]
-        try:
-            first = await requests.__anext__()
-        except StopAsyncIteration:
-            raise MalformedMessage("AddArtifacts stream carried no request") from None
-        routed = self.r.resolve(shape, first, context)
-        session = routed.session
-        cluster, _ = await self.r.place(session)
-        await self.replay.catch_up(session, cluster, routed.metadata)
-        store = self.replay.artifacts
-        upload = store.begin(session.user_id, session.session_id) if store is not None else None
-
-        async def outgoing() -> AsyncIterator[bytes]:
-            if upload is not None:
-                upload.add(first)
-            yield self.r.to_backend(shape, first, session, cluster)
-            async for request in requests:
-                if upload is not None:
-                    upload.add(request)
-                yield self.r.to_backend(shape, request, session, cluster)
-
-        call = self.r.backends.stream_unary(cluster, "AddArtifacts")
-        try:
-            response = await call(outgoing(), metadata=self.r.call_metadata(cluster, routed))
-        except BaseException as error:  # refused, cluster lost or client gone: keep nothing
-            if upload is not None:
-                upload.abort()
-            if isinstance(error, grpc.aio.AioRpcError):
-                raise (await self.r.backend_failed(error, cluster, "an AddArtifacts upload")) from None
-            raise
-        out = self.r.to_client(shape, response, session, cluster)[0]
-        if upload is not None:
-            if session.closed:
-                upload.abort()
-            # None for an upload with nothing to replay (only copyFromLocalToFs writes); raises
-            # StoreError if the copy could not be kept: the artifacts would not follow the session.
-            elif (stored := upload.commit()) is not None:
-                self.replay.record_artifacts(session, cluster, stored)
-        return out
+        return await add_artifacts(self.r, self.replay, requests, context)
 
     async def fetch_error_details(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["FetchErrorDetails"]
-        routed = self.r.resolve(shape, request, context, frozenset({_ERROR_ID}))
+        routed = await resolve_checked(self.r, shape, request, context, frozenset({_ERROR_ID}))
         error_id = routed.text(_ERROR_ID)
         owner = self.r.operations.error_owner(error_id)
         cluster = await self.r.owner_or_home(routed.session, owner, f"the query that raised error {error_id}")
@@ -423,7 +387,7 @@ class SparkConnectService:
 
     async def interrupt(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["Interrupt"]
-        routed = self.r.resolve(shape, request, context, frozenset({_INTERRUPT_TYPE, _INTERRUPT_OP_ID}))
+        routed = await resolve_checked(self.r, shape, request, context, frozenset({_INTERRUPT_TYPE, _INTERRUPT_OP_ID}))
         session = routed.session
         kind = routed.fields[_INTERRUPT_TYPE].value if _INTERRUPT_TYPE in routed.fields else 0
         stopped = stop_queued(self.r, session.key, kind, routed.text(_INTERRUPT_OP_ID))
@@ -444,23 +408,33 @@ class SparkConnectService:
 
     async def get_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["GetStatus"]
-        routed = self.r.resolve(shape, request, context)
+        routed = await resolve_checked(self.r, shape, request, context)
         session = routed.session
-        parsed = base_pb2.GetStatusRequest.FromString(request)
+        try:
+            parsed = base_pb2.GetStatusRequest.FromString(request)
+        except DecodeError:
+            raise MalformedMessage("GetStatus request is not a valid GetStatusRequest") from None
         wanted_ids = list(parsed.operation_status.operation_ids)
         requests: dict[str, tuple[Cluster, bytes]] = {}
         queued = []
+        # Read once: a request may name any number of operations (ids it made up, too).
+        positions = {query_id: (n, reason) for query_id, n, reason in self.r.admission.waiting()}
         if wanted_ids:
             by_cluster: dict[str, list[str]] = {}
             clusters: dict[str, Cluster] = {}
+            home: Cluster | None = None  # where operations unknown here are asked about
             for op_id in wanted_ids:
-                waiting = self.r.admission.position(op_id)
+                waiting = positions.get(op_id)
                 if waiting is not None and self.r.operations.active(session.key, op_id) is not None:
                     queued.append(queued_status(op_id, *waiting))
                     continue
                 owner = self.r.operations.owner(session.key, op_id)
                 try:
-                    cluster = await self.r.owner_or_home(session, owner, f"operation {op_id}")
+                    if owner is None and home is not None:
+                        cluster = home
+                    else:
+                        cluster = await self.r.owner_or_home(session, owner, f"operation {op_id}")
+                        home = cluster if owner is None else home
                 except ClusterLost:
                     continue  # its status is unknown now; the client sees it absent
                 clusters[cluster.id] = cluster
@@ -475,7 +449,7 @@ class SparkConnectService:
             for cluster in self.r.live_backends(session) or [(await self.r.place(session))[0]]:
                 requests[cluster.id] = (cluster, request)
             for op in self.r.operations.running():
-                waiting = self.r.admission.position(op.id)
+                waiting = positions.get(op.id)
                 if op.session_key == session.key and waiting is not None:
                     queued.append(queued_status(op.id, *waiting))
         merged = base_pb2.GetStatusResponse(
@@ -492,7 +466,7 @@ class SparkConnectService:
 
     async def release_session(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["ReleaseSession"]
-        routed = self.r.resolve(shape, request, context, frozenset({_ALLOW_RECONNECT}))
+        routed = await resolve_checked(self.r, shape, request, context, frozenset({_ALLOW_RECONNECT}))
         session = routed.session
         targets = self.r.live_backends(session)
         results = await asyncio.gather(
@@ -508,7 +482,7 @@ class SparkConnectService:
 
     async def clone_session(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         shape = RPCS["CloneSession"]
-        routed = self.r.resolve(shape, request, context)
+        routed = await resolve_checked(self.r, shape, request, context)
         session = routed.session
         cluster, _ = await self.r.place(session)
         await self.replay.catch_up(session, cluster, routed.metadata)

@@ -16,11 +16,17 @@ from sparkfleet.errors import InvalidHandle, SparkfleetError
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _SPARK_DOMAIN = "org.apache.spark"
+MAX_MESSAGE_BYTES = 2048  # Spark cuts its own messages at 2048 characters
 
 
 def status_for(error: SparkfleetError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
     """(code, details, trailing metadata) that make the client raise a typed Spark error."""
     message = error.message
+    if len(message.encode()) > MAX_MESSAGE_BYTES:
+        # A message quoting a huge client value would not fit gRPC's 16 KiB of trailers (it is sent
+        # twice, as details and inside the status): the client would hear only "metadata too large".
+        cut = message.encode()[:MAX_MESSAGE_BYTES].decode(errors="ignore")
+        message = f"{cut}... (message cut at {MAX_MESSAGE_BYTES} of {len(message.encode())} bytes)"
     if isinstance(error, InvalidHandle):
         classes = [error.spark_exception_class]
         # Spark prefixes the message with its error class; clients and users expect that shape.

@@ -11,7 +11,6 @@ join types and grouping all count. Depth-safe: the tree is hashed bottom-up from
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 
 import sqlglot
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -19,7 +18,7 @@ from pyspark.sql.connect.proto import commands_pb2, expressions_pb2, relations_p
 
 from sparkfleet.plan.inspect import inspect_plan, plan_body
 from sparkfleet.plan.relations import COMMAND, LITERAL, RELATION
-from sparkfleet.plan.sql_shape import DIALECT, parse_statements
+from sparkfleet.plan.sql_shape import DIALECT, check_sql_length, parse_statements, short_text_cache
 from sparkfleet.plan.tree import message_fields, walk
 from sparkfleet.plan.wire import LENGTH_DELIMITED, VARINT, iter_fields
 
@@ -162,7 +161,7 @@ _STRUCTURAL_PARENTS = (
 )
 
 
-@lru_cache(maxsize=2048)
+@short_text_cache(maxsize=2048)
 def normalize_sql(text: str) -> str:
     """SQL text with literals as placeholders, select lists sorted, identifiers lower-cased."""
     try:
@@ -171,10 +170,11 @@ def normalize_sql(text: str) -> str:
         return "unreadable:" + " ".join(text.lower().split())
 
 
-@lru_cache(maxsize=4096)
+@short_text_cache(maxsize=4096)
 def normalize_sql_expression(text: str) -> str:
     """One SQL expression (``filter("x > 3")``, ``selectExpr``) normalised like ``normalize_sql``."""
     try:
+        check_sql_length(text)
         return _normalized(sqlglot.parse_one(text, dialect=DIALECT))
     except Exception:  # noqa: BLE001 - as above
         return "unreadable:" + " ".join(text.lower().split())

@@ -33,11 +33,11 @@ class Field:
     end: int  # offset just past the value
 
 
-def read_varint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
-    """Decode a base-128 varint at ``pos``; return (value, next position)."""
+def read_varint(buf: memoryview | bytes, pos: int, end: int | None = None) -> tuple[int, int]:
+    """Decode a base-128 varint at ``pos`` (ending before ``end``); return (value, next position)."""
     result = 0
     shift = 0
-    n = len(buf)
+    n = len(buf) if end is None else end
     while True:
         if pos >= n:
             raise MalformedMessage("truncated varint")

@@ -31,6 +31,12 @@ from sparkfleet.fleet.runtimes import Runtime
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LOOPBACK = "127.0.0.1"
 _DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
+# Spark analyses a plan recursively: with the JVM's default 1 MiB thread stacks a plan ~500
+# operators deep (the protocol admits 1024 message levels) dies of StackOverflowError and the
+# client gets a bare UNKNOWN. 16 MiB held the deepest plans the protocol admits (measured: 510
+# nested Projects, 509 nested functions); twice that for operators that recurse more per level.
+# Stacks are reserved address space, not memory, until used. A user's own -Xss comes later and wins.
+_THREAD_STACK = "-Xss32m"
 # Environment variables of the parent that would change how a child Spark behaves.
 _SCRUBBED_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_CONNECT_TESTING_REMOTE",
                  "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "SPARK_LOCAL_DIRS")
@@ -151,7 +157,7 @@ class LocalProvisioner:
         # The JVM's own temp files (Spark Connect artifacts, Hive session dirs, native libraries)
         # stay in the cluster's directory, so a killed cluster leaves nothing in the machine's /tmp.
         java_options = conf.get(_DRIVER_JAVA_OPTIONS, "")
-        conf[_DRIVER_JAVA_OPTIONS] = f"-Djava.io.tmpdir={workdir / 'tmp'} {java_options}".strip()
+        conf[_DRIVER_JAVA_OPTIONS] = f"-Djava.io.tmpdir={workdir / 'tmp'} {_THREAD_STACK} {java_options}".strip()
         cmd: list[str] = []
         if self._setpriv:
             cmd += [self._setpriv, "--pdeathsig", "KILL"]
