@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import zipfile
@@ -348,6 +349,56 @@ def test_cluster_is_a_private_loopback_server_with_a_token(fleet):
     assert f"local[{slots}]" in cmdline and f"{cluster['memory_mb']}m" in cmdline
     allowed = os.sched_getaffinity(cluster["pid"])
     assert allowed == {int(c) for c in cluster["cpus"].split(",")}
+
+
+def _tcp_listeners(pid: int) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+    """(address, port) of every TCP socket ``pid`` listens on, read from /proc (no ``ss`` needed)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    listeners = []
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            for row in f.readlines()[1:]:
+                fields = row.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                    continue
+                address, port = local.split(":")
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                listeners.append((ip, int(port, 16)))
+    return listeners
+
+
+def _is_loopback(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None  # ::ffff:127.0.0.1
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def test_catalog_and_clusters_listen_on_loopback_only(fleet):
+    # The shared catalog's metastore: Hive's own entry point would listen on every interface.
+    catalog = fleet.api("/api/health")["catalog"]
+    assert catalog["loopback_only"] is True
+    listeners = _tcp_listeners(catalog["pid"])
+    assert int(catalog["uri"].rsplit(":", 1)[1]) in {port for _, port in listeners}
+    assert all(_is_loopback(ip) for ip, _ in listeners), f"metastore listens on {listeners}"
+    # Each cluster JVM: Spark Connect, and also the Spark UI, block manager and driver RPC ports.
+    checked = 0
+    for cluster in fleet.ready_clusters():
+        try:
+            listeners = _tcp_listeners(cluster["pid"])
+        except FileNotFoundError:  # stopped since it was listed
+            continue
+        checked += 1
+        assert int(cluster["address"].rsplit(":", 1)[1]) in {port for _, port in listeners}
+        assert all(_is_loopback(ip) for ip, _ in listeners), f"cluster {cluster['id']} listens on {listeners}"
+    assert checked
 
 
 def test_runtime_error_passes_through_with_its_class(spark):

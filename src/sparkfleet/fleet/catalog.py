@@ -9,11 +9,17 @@ directory under ``data_dir/warehouse``. Tables survive lost clusters and restart
 Hive creates the ``default`` database described as "Default Hive database"; a Spark Connect server
 with its own catalog says "default database". A new catalog is started once, stopped, given Spark's
 description with Derby's own SQL tool, and started again, so clients see what a server shows them.
+
+Hive 2.3's metastore listens on every interface and has no setting for the address, so the service
+is started through ``java/LoopbackMetastore.java`` (Java's single-file source launch), which serves
+it the way Hive does but on 127.0.0.1 only. A Java without a compiler (a JRE) cannot run that; the
+catalog then falls back to Hive's own entry point and warns that the metastore is reachable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -24,7 +30,11 @@ from sparkfleet.errors import ClusterStartFailed, EnvironmentProblem
 from sparkfleet.fleet.provisioners.local import LOOPBACK, ProgressCallback, free_port, signal_process_group
 from sparkfleet.fleet.runtimes import Runtime
 
+log = logging.getLogger(__name__)
+
 _METASTORE_CLASS = "org.apache.hadoop.hive.metastore.HiveMetaStore"
+# Serves the same metastore bound to loopback (Hive's entry point binds every interface).
+_LOOPBACK_LAUNCHER = Path(__file__).parent / "java" / "LoopbackMetastore.java"
 _HEAP_MB = 384
 _NAME = "catalog"
 _DERBY_TOOL = "org.apache.derby.tools.ij"
@@ -63,6 +73,7 @@ class SharedCatalog:
         self._port = free_port()
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self._loopback_only: bool | None = None  # known once started
 
     @property
     def uri(self) -> str:
@@ -76,7 +87,7 @@ class SharedCatalog:
         process = self._process
         alive = process is not None and process.returncode is None
         return {"uri": self.uri, "pid": process.pid if process else None, "running": alive,
-                "warehouse": str(self.warehouse)}
+                "warehouse": str(self.warehouse), "loopback_only": self._loopback_only}
 
     def cluster_conf(self) -> dict[str, str]:
         """Spark confs that make a cluster use this catalog and the shared warehouse."""
@@ -94,6 +105,15 @@ class SharedCatalog:
         java = shutil.which("java")
         if java is None:
             raise EnvironmentProblem("'java' is not on PATH; the shared catalog needs it")
+        self._loopback_only = await _can_compile_source(java)
+        if not self._loopback_only:
+            log.warning(
+                "the shared catalog's metastore listens on all network interfaces without authentication: anyone "
+                "who can reach this machine can create and drop every tenant's tables. Keeping it on 127.0.0.1 "
+                "needs a JDK (the jdk.compiler module), which %s lacks: install one (e.g. apt-get install "
+                "openjdk-17-jdk-headless), or set [pool] catalog = \"per-cluster\" (tables then live and die with "
+                "their cluster)", java,
+            )
         self._dir.mkdir(parents=True, exist_ok=True)
         self.warehouse.mkdir(parents=True, exist_ok=True)
         metastore_db = self._dir / "metastore_db"
@@ -111,8 +131,8 @@ class SharedCatalog:
         classpath = f"{self._dir}{os.pathsep}{self._runtime.spark_home / 'jars'}/*"
         tmp = self._dir / "tmp"  # the JVM's temp files stay with the catalog, out of the machine's /tmp
         tmp.mkdir(exist_ok=True)
-        cmd = [java, f"-Xmx{_HEAP_MB}m", f"-Djava.io.tmpdir={tmp}", "-cp", classpath, _METASTORE_CLASS,
-               "-p", str(self._port)]
+        main = str(_LOOPBACK_LAUNCHER) if self._loopback_only else _METASTORE_CLASS
+        cmd = [java, f"-Xmx{_HEAP_MB}m", f"-Djava.io.tmpdir={tmp}", "-cp", classpath, main, "-p", str(self._port)]
         setpriv = shutil.which("setpriv")
         if setpriv:
             cmd = [setpriv, "--pdeathsig", "KILL", *cmd]  # dies with sparkfleet, even on SIGKILL
@@ -196,3 +216,14 @@ class SharedCatalog:
                 signal_process_group(process.pid, signal.SIGKILL)
                 await process.wait()
 
+
+async def _can_compile_source(java: str) -> bool:
+    """Whether this Java has the compiler that single-file source launch needs (a JRE does not)."""
+    try:
+        probe = await asyncio.create_subprocess_exec(
+            java, "--describe-module", "jdk.compiler",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        raise EnvironmentProblem(f"could not run {java}: {exc}") from exc
+    return await probe.wait() == 0
