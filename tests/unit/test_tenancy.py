@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sparkfleet.fleet.model import ClusterState, ClusterView, FleetSnapshot, Profile, RunningWork, SizeClass
+from sparkfleet.fleet.model import ClusterState, ClusterView, FleetSnapshot, LoadReading, Profile, RunningWork, SizeClass
 from sparkfleet.policy.placement import PlacementRequest, Queue, RunOn, place_query
 from sparkfleet.policy.tenancy import (
     UNLIMITED,
@@ -280,3 +280,17 @@ def test_interactive_work_keeps_away_from_another_tenants_flood_when_it_can() ->
                                  for c in fleet.clusters))
     decision = place_query(PlacementRequest("s", "flooded", tenant="default"), single, NOW)
     assert isinstance(decision, RunOn) and decision.cluster_id == "flooded"
+
+
+def test_a_cluster_whose_every_core_runs_another_tenants_query_is_avoided_even_when_the_own_one_reads_busy() -> None:
+    busy = LoadReading(NOW, active_tasks=2, task_slots=2)
+    fleet = FleetSnapshot((
+        ClusterView("flooded", S, "4.3.0", ClusterState.READY, 2, 0, (_work(1, "flood"), _work(2, "flood"))),
+        ClusterView("own", S, "4.3.0", ClusterState.READY, 1, 0, (_work(3, "quiet"),), busy),
+    ))
+    decision = place_query(PlacementRequest("s", None, tenant="quiet"), fleet, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "own"
+    # A cluster with spare cores beside another tenant's query is still fine.
+    roomy = FleetSnapshot((_view("shared", L, _work(1, "flood")), fleet.clusters[1]))
+    decision = place_query(PlacementRequest("s", None, tenant="quiet"), roomy, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "shared"

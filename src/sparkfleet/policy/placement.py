@@ -11,9 +11,9 @@ of itself when it is fresh). Rules, in order:
    work (by default one cluster stays free of batch work whenever the pool has two or more), and
    each cluster admits work only within its memory budget and its concurrency limits.
 3. Among clusters that admit the query, interactive work goes where no batch work runs and the
-   fewest interactive queries share a core, then where the fewest of other tenants' queries run;
-   batch work goes where no interactive work runs and the least work runs. The session's home
-   cluster wins ties (its state is there already). Packed (Standard mode: least compute),
+   fewest interactive queries share a core, avoiding clusters whose every core runs another
+   tenant's query; batch work goes where no interactive work runs and the least work runs. The
+   session's home cluster wins ties (its state is there already). Packed (Standard mode: least compute),
    interactive work goes to the busiest cluster that still has a free core, and to the most
    recently used of idle ones, so the others go idle and are stopped.
 4. Nothing admits it: queue (re-evaluated whenever the fleet changes). No ready cluster at all:
@@ -289,6 +289,7 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
         return (
             len(_batch_work(cluster)) > 0 or lingering,
             _heap_pressed(cluster, now, settings),
+            _others_per_core(cluster, request) >= 1,
             busy == 2,
             _interactive_count(cluster) / cluster.size.cores >= 1,
             _others_per_core(cluster, request),
@@ -300,6 +301,9 @@ def _interactive_key(cluster: ClusterView, request: PlacementRequest, now: float
     return (
         len(_batch_work(cluster)) > 0 or lingering,  # never share cores with batch work when avoidable
         _heap_pressed(cluster, now, settings),
+        # Every core runs another tenant's query: its load is not this tenant's to share, even
+        # when this tenant's own cluster reads busy (a reading there may be stale or unknown).
+        _others_per_core(cluster, request) >= 1,
         busy == 2,
         _interactive_count(cluster) / cluster.size.cores >= 1,  # every core already has a query
         _others_per_core(cluster, request),  # another tenant's flood is not this tenant's neighbour
