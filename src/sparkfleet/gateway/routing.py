@@ -133,11 +133,12 @@ class Router:
             raise MalformedMessage(f"{shape.name} request has no session_id")
         if not self.auth.enabled:
             identity = self.auth.authenticate(invocation_metadata, declared_user_id(fields))
+        # Over its tenant's request rate: QuotaExceeded (retry later), before any session is made.
+        self.tenants.take_request(identity.tenant)
         observed = as_str(fields.get(shape.observed_field)) if shape.observed_field else ""
         session = self.sessions.resolve(
             identity.user, session_id, as_str(fields.get(shape.client_type_field)), observed, identity.tenant
         )
-        self.tenants.take_request(identity.tenant)  # over its request rate: QuotaExceeded, retry later
         return Routed(session, fields, forwarded_metadata(invocation_metadata), identity)
 
     # ---- placement ---------------------------------------------------------------------------
