@@ -101,10 +101,6 @@ class Admission:
         """(query id, position from 1, reason) of every waiting query, in admission order."""
         return [(w.query_id, n, w.reason) for n, w in enumerate(self._ordered(), 1)]
 
-    def tenant_of(self, query_id: str) -> str:
-        """The tenant of a waiting query ("" if it is not waiting)."""
-        return next((w.tenant for w in self._waiters if w.query_id == query_id), "")
-
     def _ordered(self) -> list[_Waiter]:
         """Waiting queries in the order placement is offered them: fair across tenants."""
         by_id = {w.query_id: w for w in self._waiters}

@@ -232,8 +232,8 @@ def plan_scaling(
                                                         or (d.floor_mb and d.floor_mb >= largest_mb))]
         # A query whose tenant may not use a larger size than the live clusters' is not too big
         # for them: a larger cluster would not take it.
-        too_big = [d for d in too_big if _fitting(by_size, d.memory_bytes, settings, d.floor_mb, d.sizes).memory_mb
-                   > largest_mb]
+        too_big = [d for d in too_big if not d.sizes
+                   or _fitting(by_size, d.memory_bytes, settings, d.floor_mb, d.sizes).memory_mb > largest_mb]
         if too_big:
             d = max(too_big, key=lambda d: (d.floor_mb, d.memory_bytes, d.query_id))
             size = _fitting(by_size, d.memory_bytes, settings, d.floor_mb, d.sizes)
