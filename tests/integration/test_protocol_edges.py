@@ -9,23 +9,10 @@ import grpc
 import pytest
 from pyspark.sql.connect.proto import base_pb2, relations_pb2
 
+from sparkfleet.testing.fuzz import SERVICE
+from sparkfleet.testing.fuzz_inputs import RPC_KINDS as KINDS
 from sparkfleet.testing.process import wait_until
 
-SERVICE = "/spark.connect.SparkConnectService/"
-KINDS = {
-    "ExecutePlan": "unary_stream",
-    "ReattachExecute": "unary_stream",
-    "AnalyzePlan": "unary_unary",
-    "Config": "unary_unary",
-    "AddArtifacts": "stream_unary",
-    "ArtifactStatus": "unary_unary",
-    "Interrupt": "unary_unary",
-    "ReleaseExecute": "unary_unary",
-    "ReleaseSession": "unary_unary",
-    "FetchErrorDetails": "unary_unary",
-    "CloneSession": "unary_unary",
-    "GetStatus": "unary_unary",
-}
 BIG = 200 * 1024 * 1024
 
 

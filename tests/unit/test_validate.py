@@ -121,3 +121,40 @@ def test_any_bytes_are_either_valid_or_malformed(raw: bytes) -> None:
         validate_message(raw, EXECUTE)
     except MalformedMessage:
         pass
+
+
+def _local_relation(data: bytes) -> bytes:
+    request = base_pb2.ExecutePlanRequest(session_id=SID)
+    request.plan.root.local_relation.data = data
+    return request.SerializeToString()
+
+
+def _arrow_stream(rows: int) -> bytes:
+    import io
+
+    import pyarrow as pa
+
+    table = pa.table({"id": list(range(rows)), "name": ["x"] * rows})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def test_local_data_that_is_not_an_arrow_stream_is_refused() -> None:
+    # What a one-bit flip of a SQL relation becomes: its text read as Arrow claims 1.1 GB of
+    # metadata, which Spark's reader allocated and ran its driver out of heap.
+    with pytest.raises(MalformedMessage, match=r"plan\.root\.local_relation\.data is not an Arrow IPC stream"):
+        validate_message(_local_relation(b"\n\x0fSELECT 1 AS one"), EXECUTE)
+    whole = _arrow_stream(1000)
+    with pytest.raises(MalformedMessage, match="message body"):
+        validate_message(_local_relation(whole[:-20]), EXECUTE)
+    claims = bytearray(whole)
+    claims[4:8] = (2**31 - 1).to_bytes(4, "little")
+    with pytest.raises(MalformedMessage, match="Expected to read 2147483647 metadata bytes"):
+        validate_message(_local_relation(bytes(claims)), EXECUTE)
+
+
+def test_real_local_data_passes() -> None:
+    validate_message(_local_relation(_arrow_stream(1000)), EXECUTE)
+    validate_message(_local_relation(b""), EXECUTE)  # a schema-only local relation

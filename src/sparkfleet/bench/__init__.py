@@ -66,6 +66,11 @@ BENCHMARKS = {
             "sparkfleet.bench.upgrade",
             "200+ workloads through a live runtime upgrade with injected regressions: failures, pins, retries",
         ),
+        Benchmark(
+            "fuzz",
+            "sparkfleet.bench.fuzz",
+            "hostile input at all twelve RPCs for a while: statuses per RPC, findings, gateway RSS",
+        ),
     )
 }
 
