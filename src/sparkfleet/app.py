@@ -201,7 +201,7 @@ class Sparkfleet:
 
         # Both ports are taken before any JVM starts, so a conflict fails fast.
         self._grpc, self.port = bind_grpc_server(build_handler(service, self.metrics), s.gateway.host, s.gateway.port,
-                                                 self._tls)
+                                                 self._tls, s.gateway.max_concurrent_rpcs)
         await self._start_admin()
         # Clients may connect while the pool starts: their requests wait for a ready cluster.
         await self._grpc.start()

@@ -61,6 +61,9 @@ class GatewaySettings(_Strict):
     # Bytes one AddArtifacts upload may carry, and one session's stored uploads may take together.
     max_artifact_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_artifact_session_bytes: int = Field(default=10 * 1024**3, ge=1)
+    # RPCs the gateway serves at once (streams included); more are refused RESOURCE_EXHAUSTED by
+    # gRPC. Each may hold one received message of up to 128 MiB, so this bounds that memory too.
+    max_concurrent_rpcs: int = Field(default=2000, ge=1)
 
 
 class PlacementSettings(_Strict):

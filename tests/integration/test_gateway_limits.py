@@ -21,6 +21,7 @@ max_sessions_per_user = 3
 max_operations_per_user = 2
 max_artifact_upload_bytes = 65536
 max_artifact_session_bytes = 120000
+max_concurrent_rpcs = 8
 
 [pool]
 clusters = ["S"]
@@ -105,3 +106,50 @@ def test_artifact_bytes_are_limited_per_upload_and_per_session(limited, tmp_path
         assert "already stored" in str(info.value)
         assert spark.range(5).count() == 5  # the session itself goes on
     assert limited.api("/api/health")["status"] == "ok"
+
+
+def _sleeping_query(user: str, seconds: int) -> bytes:
+    from pyspark.sql.connect.proto import base_pb2
+
+    request = base_pb2.ExecutePlanRequest(session_id=str(uuid.uuid4()), operation_id=str(uuid.uuid4()))
+    request.user_context.user_id = user
+    request.plan.root.sql.query = f"select reflect('java.lang.Thread', 'sleep', {seconds * 1000}L) as slept"
+    return request.SerializeToString()
+
+
+def test_rpcs_in_flight_are_capped(limited):
+    """Past gateway.max_concurrent_rpcs (8 here), gRPC refuses more calls until some end."""
+    import grpc
+    from pyspark.sql.connect.proto import base_pb2
+
+    config = base_pb2.ConfigRequest(session_id=str(uuid.uuid4()))
+    config.user_context.user_id = "late"
+    config.operation.get_all.SetInParent()
+    with grpc.insecure_channel(f"localhost:{limited.port}") as channel:
+        execute = channel.unary_stream("/spark.connect.SparkConnectService/ExecutePlan")
+        ask_config = channel.unary_unary("/spark.connect.SparkConnectService/Config")
+        # Twelve queries that sleep two minutes (two per user: gateway.max_operations_per_user).
+        calls = [execute(_sleeping_query(f"sleeper-{n // 2}", 120), timeout=300) for n in range(12)]
+        try:
+            def refused() -> list[Any]:
+                return [c for c in calls if c.done() and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+            wait_until(lambda: len(refused()) >= 4, 60, what="calls past the limit to be refused")
+            assert all("concurrent rpc limit" in (c.details() or "").lower() for c in refused())
+            in_flight = [c for c in calls if not c.done()]
+            assert 0 < len(in_flight) <= 8
+            with pytest.raises(grpc.RpcError) as late:
+                ask_config(config.SerializeToString(), timeout=10)
+            assert late.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            for call in calls:
+                call.cancel()
+
+        def served() -> bool:
+            try:
+                return ask_config(config.SerializeToString(), timeout=10) is not None
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                return False
+
+        wait_until(served, 60, what="calls to be served again once the others ended")

@@ -280,14 +280,19 @@ def out_of_memory_in(error: grpc.aio.AioRpcError, cluster: Cluster) -> RanOutOfM
     return RanOutOfMemory(error.details() or "", cluster.id, f"{evidence.where}: {evidence.detail}")
 
 
-def not_found_for_reattach(operations: OperationRegistry, operation_id: str) -> SparkfleetError:
+def not_found_for_reattach(
+    operations: OperationRegistry, session_key: tuple[str, str], operation_id: str
+) -> SparkfleetError:
     """The answer to a ReattachExecute for an operation this gateway run does not know.
 
     OPERATION_NOT_FOUND makes the stock client re-send its ExecutePlan, which is right for a read;
     a write or command the stored record says was running (before a gateway restart) may have
-    committed, so it surfaces as a loss instead.
+    committed, so it surfaces as a loss instead. Only the session's own records count: another
+    session's operation is as unknown to it as one that never existed.
     """
     past = operations.past_query(operation_id)
+    if past is not None and (past["user_id"], past["session_id"]) != session_key:
+        past = None
     if past is not None and past["state"] not in ("succeeded", "failed", "cancelled", "released"):
         intent = past.get("intent") or ""
         if intent and intent != "read" and not intent.startswith("session state"):

@@ -156,7 +156,7 @@ def listen_addresses(host: str) -> list[str]:
 
 
 def bind_grpc_server(handler: grpc.GenericRpcHandler, host: str, port: int,
-                     tls: TlsPair | None = None) -> tuple[grpc.aio.Server, int]:
+                     tls: TlsPair | None = None, max_concurrent_rpcs: int | None = None) -> tuple[grpc.aio.Server, int]:
     """Bind every address of ``host`` (serving starts with ``await server.start()``), with TLS
     when ``tls`` is given (then only TLS clients get through).
 
@@ -164,7 +164,7 @@ def bind_grpc_server(handler: grpc.GenericRpcHandler, host: str, port: int,
     a name (e.g. ``[::1]`` free but ``127.0.0.1`` taken by another program), which would send
     some clients to that other program.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=max_concurrent_rpcs)
     server.add_generic_rpc_handlers((handler,))
     credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)]) if tls is not None else None
     for ip in listen_addresses(host):

@@ -176,7 +176,7 @@ class SparkConnectService:
         if owner is None:
             # Not an operation of this gateway run (it restarted, or the id is unknown). If it
             # cannot have changed anything, the client may simply start it again.
-            raise not_found_for_reattach(self.r.operations, operation_id)
+            raise not_found_for_reattach(self.r.operations, session.key, operation_id)
         if owner.state is not ClusterState.READY:
             if op is None:
                 raise self.r.lost(owner, f"operation {operation_id}")
