@@ -12,6 +12,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 from sparkfleet.clock import Clock
 from sparkfleet.errors import QuotaExceeded
+from sparkfleet.gateway.user_limits import PerUserLimit
 from sparkfleet.store import Database
 from sparkfleet.store.queries import find_query, record_query_end, record_query_start
 
@@ -82,8 +83,11 @@ class OperationRegistry:
         self._db = db
         self._clock = clock
         # Operations one user may have queued, running or not yet released at once.
-        self.max_per_user = max_per_user
-        self._active_by_user: dict[str, int] = {}
+        self._per_user = PerUserLimit(max_per_user, lambda user_id, limit: QuotaExceeded(
+            f"user {user_id[:64]!r} already has {limit} operations queued, running or not yet "
+            "released (gateway.max_operations_per_user); wait for some to finish, or interrupt them",
+            "gateway.max_operations_per_user",
+        ))
         self._owners: BoundedMap[tuple[str, str, str], str] = BoundedMap(capacity)
         self._error_owners: BoundedMap[str, str] = BoundedMap(capacity)
         # Operations not settled yet: a reattachable one outlives the stream that started it.
@@ -114,12 +118,7 @@ class OperationRegistry:
 
     def check_user_limit(self, user_id: str) -> None:
         """QuotaExceeded if ``user_id`` may not start another operation now."""
-        if self._active_by_user.get(user_id, 0) >= self.max_per_user:
-            raise QuotaExceeded(
-                f"user {user_id[:64]!r} already has {self.max_per_user} operations queued, running or not yet "
-                "released (gateway.max_operations_per_user); wait for some to finish, or interrupt them",
-                "gateway.max_operations_per_user",
-            )
+        self._per_user.check(user_id)
 
     def error_owner(self, error_id: str) -> str | None:
         return self._error_owners.get(error_id)
@@ -145,7 +144,7 @@ class OperationRegistry:
         if previous is not None:  # the client re-sent it (same id): the old record is superseded
             self.finished(previous, "cancelled", "", reason="re-sent by the client with the same operation id")
         self._active[(*session_key, operation_id)] = op
-        self._active_by_user[session_key[0]] = self._active_by_user.get(session_key[0], 0) + 1
+        self._per_user.add(session_key[0])
         estimate = getattr(traits, "estimate", None)
         record_query_start(
             self._db,
@@ -222,11 +221,7 @@ class OperationRegistry:
         if self._active.get((*op.session_key, op.id)) is not op:
             return  # already settled (e.g. released after completing), or superseded
         del self._active[(*op.session_key, op.id)]
-        left = self._active_by_user.get(op.session_key[0], 1) - 1
-        if left > 0:
-            self._active_by_user[op.session_key[0]] = left
-        else:
-            self._active_by_user.pop(op.session_key[0], None)
+        self._per_user.remove(op.session_key[0])
         op.attempts.append(
             {
                 "cluster_id": op.cluster_id,

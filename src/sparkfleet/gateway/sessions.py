@@ -17,6 +17,7 @@ from sparkfleet.clock import Clock
 from sparkfleet.errors import InvalidHandle, NoCapacity, PermissionDenied, QuotaExceeded
 from sparkfleet.gateway.artifacts import ArtifactStore, stored_uploads
 from sparkfleet.gateway.journal import ReplayCursor, SessionJournal
+from sparkfleet.gateway.user_limits import PerUserLimit
 from sparkfleet.store import Database
 from sparkfleet.store.sessions import find_session, record_session, session_owners
 
@@ -104,10 +105,13 @@ class SessionRegistry:
         self._artifacts = artifacts
         self._sessions: dict[tuple[str, str], VirtualSession] = {}
         self._max_sessions = max_sessions
-        self._max_sessions_per_user = max_sessions_per_user
         # Which user owns each session id this run has seen: another identity presenting it is refused.
         self._owners: dict[str, str] = {}
-        self._open_by_user: dict[str, int] = {}
+        self._open_per_user = PerUserLimit(max_sessions_per_user, lambda user_id, limit: QuotaExceeded(
+            f"user {user_id!r} already has {limit} open sessions "
+            "(gateway.max_sessions_per_user); stop unused ones (spark.stop()) first",
+            "gateway.max_sessions_per_user",
+        ))
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -145,7 +149,7 @@ class SessionRegistry:
                     "INVALID_HANDLE.SESSION_CHANGED",
                 )
             self._evict_closed_if_full()
-            self._check_user_limit(user_id)
+            self._open_per_user.check(user_id)
             session = VirtualSession(
                 user_id=user_id,
                 session_id=session_id,
@@ -185,19 +189,11 @@ class SessionRegistry:
                 "Start your own session (a new SparkSession)."
             )
 
-    def _check_user_limit(self, user_id: str) -> None:
-        if self._open_by_user.get(user_id, 0) >= self._max_sessions_per_user:
-            raise QuotaExceeded(
-                f"user {user_id!r} already has {self._max_sessions_per_user} open sessions "
-                "(gateway.max_sessions_per_user); stop unused ones (spark.stop()) first",
-                "gateway.max_sessions_per_user",
-            )
-
     def _add(self, session: VirtualSession) -> None:
         self._sessions[session.key] = session
         self._owners[session.session_id] = session.user_id
         if not session.closed:
-            self._open_by_user[session.user_id] = self._open_by_user.get(session.user_id, 0) + 1
+            self._open_per_user.add(session.user_id)
 
     def _reload(self, user_id: str, session_id: str, tenant: str) -> VirtualSession | None:
         """A session this gateway issued before it restarted, rebuilt from the store.
@@ -257,11 +253,7 @@ class SessionRegistry:
     def close(self, session: VirtualSession, forget: bool = False) -> None:
         """Mark the session released; ``forget`` lets the same id start afresh (allow_reconnect)."""
         if not session.closed:
-            left = self._open_by_user.get(session.user_id, 1) - 1
-            if left > 0:
-                self._open_by_user[session.user_id] = left
-            else:
-                self._open_by_user.pop(session.user_id, None)
+            self._open_per_user.remove(session.user_id)
         session.closed = True
         self.persist(session)
         if session.journal is not None:
