@@ -329,12 +329,15 @@ class SparkConnectService:
             raise (await self.r.backend_failed(error, cluster, f"a {shape.name} call")) from None
         return self.r.to_client(shape, response, routed.session, cluster)[0]
 
-    async def _forward_home(self, name: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _resolve_and_forward_home(self, name: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        wanted = frozenset({_ANALYZE_PERSIST}) if name == "AnalyzePlan" else frozenset()
+        routed = await resolve_checked(self.r, RPCS[name], request, context, wanted)
+        return await self._forward_home(name, request, routed)
+
+    async def _forward_home(self, name: str, request: bytes, routed: Routed) -> bytes:
         """Config, AnalyzePlan, ArtifactStatus: placed like a query; re-sent elsewhere if the
         cluster is lost (none of them has an effect outside the session)."""
         shape = RPCS[name]
-        wanted = frozenset({_ANALYZE_PERSIST}) if name == "AnalyzePlan" else frozenset()
-        routed = await resolve_checked(self.r, shape, request, context, wanted)
         session = routed.session
         for attempt in range(1, _UNARY_ATTEMPTS + 1):
             cluster, _ = await self.r.place(session, request)
@@ -353,7 +356,7 @@ class SparkConnectService:
         return response
 
     async def analyze_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward_home("AnalyzePlan", request, context)
+        return await self._resolve_and_forward_home("AnalyzePlan", request, context)
 
     async def config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """sparkfleet.* keys are the gateway's (gateway/options.py); the rest go to Spark."""
@@ -364,13 +367,13 @@ class SparkConnectService:
         except DecodeError:
             raise MalformedMessage("Config request is not a valid ConfigRequest") from None
         if split.untouched:
-            return await self._forward_home("Config", request, context)
+            return await self._forward_home("Config", request, routed)
         self.r.sessions.persist(session)
-        answer = await self._forward_home("Config", split.forward, context) if split.forward is not None else None
+        answer = await self._forward_home("Config", split.forward, routed) if split.forward is not None else None
         return split.answer(answer)
 
     async def artifact_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._forward_home("ArtifactStatus", request, context)
+        return await self._resolve_and_forward_home("ArtifactStatus", request, context)
 
     async def add_artifacts(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         return await add_artifacts(self.r, self.replay, requests, context)
