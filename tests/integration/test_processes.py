@@ -143,3 +143,43 @@ def test_port_in_use_is_a_clear_error(tmp_path, flag):
         )
     assert result.returncode == 2, result.stderr
     assert str(port) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_cluster_whose_port_is_taken_before_it_binds_starts_again_on_fresh_ports(tmp_path, monkeypatch):
+    """The race that a chosen-then-released port invites: another process takes it first."""
+    import asyncio
+    import socket
+
+    from sparkfleet.fleet.model import SizeClass
+    from sparkfleet.fleet.provisioners import local
+    from sparkfleet.fleet.runtimes import installed_pyspark_runtime
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        taken_port = taken.getsockname()[1]
+        handed_out: list[int] = []
+        real_free_port = local.free_port
+
+        def free_port_taken_first(host: str = local.LOOPBACK) -> int:
+            port = taken_port if not handed_out else real_free_port(host)
+            handed_out.append(port)
+            return port
+
+        monkeypatch.setattr(local, "free_port", free_port_taken_first)
+        provisioner = local.LocalProvisioner(tmp_path, start_timeout_s=180, stop_timeout_s=10)
+        spec = local.ClusterSpec("s-clash", SizeClass("S", 1, 1024), installed_pyspark_runtime(), cpus=())
+        said: list[str] = []
+
+        async def start_and_stop() -> tuple[int, int | None]:
+            cluster = await provisioner.start(spec, progress=lambda _id, text: said.append(text))
+            try:
+                return cluster.grpc_port, cluster.process.returncode
+            finally:
+                await cluster.stop(10)
+
+        port, returncode = asyncio.run(start_and_stop())
+    assert handed_out[0] == taken_port and port not in (taken_port,) and returncode is None
+    assert sum("JVM started" in text for text in said) == 2, said
+    assert any("taken before it could bind" in text for text in said), said
+    assert b"java.net.BindException" in (tmp_path / "clusters" / "s-clash" / "server.log").read_bytes()

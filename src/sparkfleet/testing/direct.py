@@ -6,6 +6,7 @@ tools that are not asyncio programs can use it.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import tempfile
 import time
@@ -15,7 +16,16 @@ from pathlib import Path
 import grpc
 
 from sparkfleet.fleet.model import SizeClass
-from sparkfleet.fleet.provisioners.local import ClusterSpec, LocalProvisioner, _readiness_probe, free_port
+from sparkfleet.fleet.provisioners.local import (
+    _PORT_CLASH,
+    START_ATTEMPTS,
+    ClusterSpec,
+    LocalProvisioner,
+    _readiness_probe,
+    cause_in,
+    free_port,
+    signal_process_group,
+)
 from sparkfleet.fleet.runtimes import installed_pyspark_runtime
 
 
@@ -40,6 +50,24 @@ class DirectServer:
         return f"sc://localhost:{self.port}/;token={self.token}"
 
     def start(self, timeout_s: float = 180) -> "DirectServer":
+        for attempt in range(1, START_ATTEMPTS + 1):
+            log_offset = self._log_size()
+            if self._launch_and_wait(timeout_s):
+                return self
+            clash = _PORT_CLASH in (self.workdir / "server.log").read_bytes()[log_offset:]
+            if attempt == START_ATTEMPTS or not clash:
+                break
+            self.port, self.ui_port = free_port(), free_port()  # taken before the JVM bound them
+        log_text = (self.workdir / "server.log").read_text(errors="replace")
+        self.stop()
+        raise RuntimeError(f"direct Spark Connect server did not start{cause_in(log_text)}")
+
+    def _log_size(self) -> int:
+        log_path = self.workdir / "server.log"
+        return log_path.stat().st_size if log_path.exists() else 0
+
+    def _launch_and_wait(self, timeout_s: float) -> bool:
+        """Start the JVM and wait until it answers; False (and the JVM stopped) if it exits or times out."""
         provisioner = LocalProvisioner(self.workdir, timeout_s, 10)
         (self.workdir / "tmp").mkdir(exist_ok=True)
         cmd = provisioner.command(self._spec, self.port, self.ui_port, self.workdir)
@@ -54,30 +82,30 @@ class DirectServer:
             config = channel.unary_unary("/spark.connect.SparkConnectService/Config")
             while True:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"direct Spark Connect server did not start; see {self.workdir}/server.log")
+                    self._stop_jvm()
+                    return False
                 try:
                     config(probe, timeout=5, metadata=(("authorization", f"Bearer {self.token}"),))
-                    return self
+                    return True
                 except grpc.RpcError:
                     time.sleep(0.25)
 
     def stop(self) -> None:
-        import os
-        import signal
+        self._stop_jvm()
+        self._tmp.cleanup()
 
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+    def _stop_jvm(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            signal_process_group(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 pass
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        self._tmp.cleanup()
+        # Python workers of its group may outlive the JVM: kill the group regardless.
+        signal_process_group(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
 
     def __enter__(self) -> "DirectServer":
         return self.start()

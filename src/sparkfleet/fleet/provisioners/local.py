@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import re
 import secrets
 import shutil
 import signal
@@ -37,6 +39,11 @@ _DRIVER_JAVA_OPTIONS = "spark.driver.extraJavaOptions"
 # nested Projects, 509 nested functions); twice that for operators that recurse more per level.
 # Stacks are reserved address space, not memory, until used. A user's own -Xss comes later and wins.
 _THREAD_STACK = "-Xss32m"
+# A port from free_port() is free when chosen, not when the JVM binds it seconds later: another
+# process (often an outgoing connection given the same ephemeral port) may take it first. The JVM
+# then exits with this in its log, and the cluster is started again on fresh ports.
+_PORT_CLASH = b"java.net.BindException"
+START_ATTEMPTS = 3
 # Environment variables of the parent that would change how a child Spark behaves.
 _SCRUBBED_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_CONNECT_TESTING_REMOTE",
                  "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "SPARK_LOCAL_DIRS")
@@ -45,10 +52,35 @@ ProgressCallback = Callable[[str, str], None]
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    """A port the kernel just handed out on ``host``; parallel runs get different ones."""
+    """A port free on ``host`` now, for a process that binds it later.
+
+    Drawn at random below the kernel's ephemeral range when it can be: the kernel hands ports of
+    that range to every outgoing connection, so one handed out by ``bind(0)`` may be taken by some
+    connection before the JVM binds it. Parallel runs draw different ports (and a clash is retried).
+    """
+    low = _ephemeral_range_start()
+    for _ in range(20):
+        port = _PORTS_RANDOM.randrange(_SERVICE_PORTS_FROM, low) if low > _SERVICE_PORTS_FROM else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+_SERVICE_PORTS_FROM = 20000
+_PORTS_RANDOM = random.SystemRandom()  # not the seeded module random: two seeded runs must not draw alike
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +120,14 @@ class LocalCluster:
     @property
     def log_path(self) -> Path:
         return self.workdir / "server.log"
+
+    def log_since(self, offset: int) -> bytes:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return f.read()
+        except OSError:
+            return b""
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         try:
@@ -193,13 +233,49 @@ class LocalProvisioner:
             raise EnvironmentProblem(f"{spec.runtime.spark_submit} does not exist")
         workdir = self._data_dir / "clusters" / spec.id
         (workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        grpc_port, ui_port = free_port(), free_port()
         token = secrets.token_urlsafe(32)
         # Kept beside the cluster's other private files (owner-only), for tools that measure a
         # cluster directly, such as `sparkfleet bench overhead`.
         token_file = workdir / "token"
         token_file.touch(mode=0o600)
         token_file.write_text(token)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            log_offset = _size_of(workdir / "server.log")
+            cluster = await self._launch(spec, token, workdir)
+            if progress:
+                progress(spec.id, f"JVM started (pid {cluster.pid}), waiting for Spark Connect")
+            try:
+                await asyncio.wait_for(self._until_ready(cluster), self._start_timeout_s)
+                break
+            except asyncio.TimeoutError:
+                await cluster.stop(self.stop_timeout_s)
+                raise ClusterStartFailed(
+                    f"cluster {spec.id} did not answer within {self._start_timeout_s:.0f}s; "
+                    f"see {cluster.log_path}. Last lines:\n{cluster.log_tail(1500)}"
+                ) from None
+            except ClusterStartFailed:
+                await cluster.stop(self.stop_timeout_s)
+                if attempt == START_ATTEMPTS or _PORT_CLASH not in cluster.log_since(log_offset):
+                    raise
+                if progress:
+                    progress(spec.id, "a port it was given was taken before it could bind it; starting it again")
+            except BaseException:
+                await cluster.stop(self.stop_timeout_s)
+                raise
+        if spec.warm_up:
+            if progress:
+                progress(spec.id, "answering Spark Connect; warming up")
+            try:
+                took = await warm_up(cluster.address, token, spec.id)
+            except BaseException:
+                await cluster.stop(self.stop_timeout_s)
+                raise
+            if progress and took is not None:
+                progress(spec.id, f"warmed up in {took:.1f}s")
+        return cluster
+
+    async def _launch(self, spec: ClusterSpec, token: str, workdir: Path) -> LocalCluster:
+        grpc_port, ui_port = free_port(), free_port()
         log = (workdir / "server.log").open("ab")
         try:
             process = await asyncio.create_subprocess_exec(
@@ -213,31 +289,7 @@ class LocalProvisioner:
             )
         finally:
             log.close()
-        cluster = LocalCluster(spec, process, grpc_port, ui_port, token, workdir)
-        if progress:
-            progress(spec.id, f"JVM started (pid {process.pid}), waiting for Spark Connect")
-        try:
-            await asyncio.wait_for(self._until_ready(cluster), self._start_timeout_s)
-        except asyncio.TimeoutError:
-            await cluster.stop(self.stop_timeout_s)
-            raise ClusterStartFailed(
-                f"cluster {spec.id} did not answer within {self._start_timeout_s:.0f}s; "
-                f"see {cluster.log_path}. Last lines:\n{cluster.log_tail(1500)}"
-            ) from None
-        except BaseException:
-            await cluster.stop(self.stop_timeout_s)
-            raise
-        if spec.warm_up:
-            if progress:
-                progress(spec.id, "answering Spark Connect; warming up")
-            try:
-                took = await warm_up(cluster.address, token, spec.id)
-            except BaseException:
-                await cluster.stop(self.stop_timeout_s)
-                raise
-            if progress and took is not None:
-                progress(spec.id, f"warmed up in {took:.1f}s")
-        return cluster
+        return LocalCluster(spec, process, grpc_port, ui_port, token, workdir)
 
     async def _until_ready(self, cluster: LocalCluster) -> None:
         probe = _readiness_probe()
@@ -247,7 +299,8 @@ class LocalProvisioner:
                 if cluster.process.returncode is not None:
                     raise ClusterStartFailed(
                         f"cluster {cluster.spec.id} exited with status {cluster.process.returncode} "
-                        f"while starting; see {cluster.log_path}. Last lines:\n{cluster.log_tail(1500)}"
+                        f"while starting{cause_in(cluster.log_tail(64_000))}; see {cluster.log_path}. "
+                        f"Last lines:\n{cluster.log_tail(1500)}"
                     )
                 try:
                     await config(probe, timeout=5, metadata=(("authorization", f"Bearer {cluster.token}"),))
@@ -259,6 +312,23 @@ class LocalProvisioner:
                             f"{exc.code().name}: {exc.details()}"
                         ) from exc
                 await asyncio.sleep(0.25)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+# The head line of a Java stack trace: ``java.net.BindException: Failed to bind ...``.
+_EXCEPTION_LINE = re.compile(r"^(?:Exception in thread \S+ )?[a-z][\w$]*(?:\.[\w$]+)+(?:Exception|Error)\b.*$", re.M)
+
+
+def cause_in(log_text: str) -> str:
+    """The last exception a JVM's log begins a stack trace with, as ``: <line>``; '' if none."""
+    heads = _EXCEPTION_LINE.findall(log_text)
+    return f": {heads[-1].strip()[:300]}" if heads else ""
 
 
 def _readiness_probe() -> bytes:
