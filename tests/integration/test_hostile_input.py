@@ -149,6 +149,38 @@ def test_local_data_that_is_not_arrow_never_reaches_the_cluster(fleet, channel):
         assert spark.createDataFrame([(1, "a"), (2, "b")], "id long, name string").count() == 2
 
 
+def test_cached_local_data_that_is_not_arrow_is_never_read_by_the_cluster(fleet):
+    """Large createDataFrame data goes up as cache/<hash> artifacts; a plan that reads garbage
+    uploaded that way is refused, while the same session's real cached data still runs."""
+    import numpy as np
+    import pandas as pd
+    from pyspark.sql.connect.dataframe import DataFrame
+    from pyspark.sql.connect.plan import ChunkedCachedLocalRelation
+
+    claims_a_gigabyte = b"\xff\xff\xff\xff" + (1 << 30).to_bytes(4, "little") + uuid.uuid4().bytes
+    with spark_session(fleet.url) as spark:
+        schema_hash, bogus_hash = spark._client.cache_artifacts([b"id long", claims_a_gigabyte])
+        bogus = DataFrame(ChunkedCachedLocalRelation([bogus_hash], schema_hash), spark)
+        for read in (bogus.collect, lambda: bogus.schema):  # ExecutePlan, AnalyzePlan
+            with pytest.raises(Exception, match="not an Arrow IPC stream Spark can read") as info:
+                read()
+            assert bogus_hash in str(info.value)
+        # The schema artifact is text: a plan that reads it as data is refused too.
+        with pytest.raises(Exception, match="not an Arrow IPC stream"):
+            DataFrame(ChunkedCachedLocalRelation([schema_hash], schema_hash), spark).count()
+
+        spark.conf.set("spark.sql.session.localRelationCacheThreshold", str(1 << 20))
+        rows = 200_000
+        frame = pd.DataFrame({"id": np.arange(rows, dtype="int64"), "twice": np.arange(rows, dtype="int64") * 2})
+        real = spark.createDataFrame(frame)
+        plan = real._plan
+        while not isinstance(plan, ChunkedCachedLocalRelation) and getattr(plan, "_child", None) is not None:
+            plan = plan._child
+        assert isinstance(plan, ChunkedCachedLocalRelation)  # went up as cache/<sha256>
+        assert real.selectExpr("sum(twice)").first()[0] == rows * (rows - 1)
+    still_serves(fleet)
+
+
 # ---- invalid UTF-8 ------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
@@ -65,19 +65,24 @@ class StoredUpload:
     names: tuple[str, ...]
     messages: int
     size: int  # bytes of the file, MAGIC included: a shorter file is truncated
+    # cache/ artifacts Spark could not read as Arrow, and why (gateway/local_data.py)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {"file": self.file, "names": list(self.names), "messages": self.messages, "size": self.size},
-            separators=(",", ":"),
-        ).encode()
+        raw: dict[str, object] = {"file": self.file, "names": list(self.names), "messages": self.messages,
+                                  "size": self.size}
+        if self.unreadable:
+            raw["unreadable"] = self.unreadable
+        return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, payload: bytes) -> "StoredUpload":
         try:
             raw = json.loads(payload)
-            stored = cls(str(raw["file"]), tuple(str(n) for n in raw["names"]), int(raw["messages"]), int(raw["size"]))
-        except (ValueError, KeyError, TypeError) as exc:
+            unreadable = {str(name): str(why) for name, why in raw.get("unreadable", {}).items()}
+            stored = cls(str(raw["file"]), tuple(str(n) for n in raw["names"]), int(raw["messages"]), int(raw["size"]),
+                         unreadable)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreError(f"an artifact journal entry is unreadable ({exc}); the store is damaged") from None
         _check_file_name(stored.file)
         return stored
@@ -190,9 +195,10 @@ class ArtifactUpload:
             return remove_field(request, _BATCH) + _encode_message_field(_BATCH, batch)
         return request
 
-    def commit(self) -> StoredUpload | None:
+    def commit(self, unreadable: dict[str, str] | None = None) -> StoredUpload | None:
         """Give the upload its final name; None if it adds nothing replayable. Not fsynced: a
-        file damaged by a crash is caught by its size when it is replayed."""
+        file damaged by a crash is caught by its size when it is replayed. ``unreadable``: its
+        cache/ artifacts Spark could not read, kept with it."""
         if self.failure is not None:
             raise self.failure
         if self._file is None or not self.names:
@@ -205,7 +211,7 @@ class ArtifactUpload:
         except OSError as exc:
             self._fail(exc)
             raise self.failure from None  # type: ignore[misc]
-        return StoredUpload(self._final.name, tuple(self.names), self.messages, self.size)
+        return StoredUpload(self._final.name, tuple(self.names), self.messages, self.size, dict(unreadable or {}))
 
     def abort(self) -> None:
         """Forget the upload (the cluster refused it or the client went away). Safe to repeat."""

@@ -143,6 +143,7 @@ class Replayer:
             self.artifacts.delete(session.user_id, session.session_id, stored)
             return
         key = artifact_key(stored.names)
+        session.unreadable_cached_data = None  # read again from the journal when next needed
         earlier = [e for e in journal.entries if e.rpc == "AddArtifacts" and e.key == key]
         self.record(session, cluster, [Effect(key)], "AddArtifacts", stored.encode())
         for entry in earlier:

@@ -23,6 +23,7 @@ from sparkfleet.fleet.controller import Cluster
 from sparkfleet.fleet.model import ClusterState
 from sparkfleet.gateway.artifacts import ArtifactStore
 from sparkfleet.gateway.assessment import QueryAssessor, query_ended, query_started
+from sparkfleet.gateway.local_data import refuse_unreadable_cached_data
 from sparkfleet.gateway.options import split_config
 from sparkfleet.gateway.queue_status import queued_status, stop_queued
 from sparkfleet.gateway.releases import ReleaseCoalescer, release_execute_ack
@@ -135,6 +136,7 @@ class SparkConnectService:
             request = request + encode_string_field(_OPERATION_ID, operation_id)
         check_operation_id(operation_id)
         session = routed.session
+        refuse_unreadable_cached_data(session, "ExecutePlan", request)
         self.r.operations.check_user_limit(session.user_id)  # before the plan is read
         intent = classify_execute_plan(request)
         plan = as_message(routed.fields[_PLAN], "plan")
@@ -332,6 +334,8 @@ class SparkConnectService:
     async def _resolve_and_forward_home(self, name: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         wanted = frozenset({_ANALYZE_PERSIST}) if name == "AnalyzePlan" else frozenset()
         routed = await resolve_checked(self.r, RPCS[name], request, context, wanted)
+        if name == "AnalyzePlan":
+            refuse_unreadable_cached_data(routed.session, name, request)
         return await self._forward_home(name, request, routed)
 
     async def _forward_home(self, name: str, request: bytes, routed: Routed) -> bytes:

@@ -58,6 +58,8 @@ class VirtualSession:
     remote_relations: dict[str, str] = field(default_factory=dict)
     # The session's sparkfleet.* confs (gateway/options.py): the user's knobs, never sent to Spark.
     options: dict[str, str] = field(default_factory=dict)
+    # Its cache/ uploads Spark could not read (gateway/local_data.py); None: not read from the journal yet.
+    unreadable_cached_data: dict[str, str] | None = None
     # How the session behaves (for its latency profile): idle seconds before each recent query and
     # the bytes each returned, newest last; and when its last query ended (monotonic seconds).
     recent_gaps_s: deque[float] = field(default_factory=lambda: deque(maxlen=16))

@@ -2,7 +2,7 @@
 
 Each message is checked before it goes anywhere: well formed, artifact names Spark can store
 safely (``request_checks.check_artifact_name``), and the bytes of the upload and of the session's
-stored uploads within their limits. The first problem stops the upload: the cluster's half of the
+stored uploads within their limits; ``cache/`` data is judged as Arrow (``gateway/local_data.py``). The first problem stops the upload: the cluster's half of the
 call is cancelled, the copy on disk dropped, and the client hears what was wrong. Memory holds one
 message at a time; the upload itself goes to disk (``gateway/artifacts.py``).
 """
@@ -15,6 +15,7 @@ import grpc
 
 from sparkfleet.errors import MalformedMessage, QuotaExceeded, SparkfleetError
 from sparkfleet.gateway.artifacts import DEFAULT_MAX_SESSION_BYTES, DEFAULT_MAX_UPLOAD_BYTES, stored_uploads
+from sparkfleet.gateway.local_data import CachedDataCheck
 from sparkfleet.gateway.request_checks import check_artifact_name, check_request, resolve_checked, shown
 from sparkfleet.gateway.routing import RPCS
 from sparkfleet.gateway.sessions import VirtualSession
@@ -38,6 +39,7 @@ class UploadGuard:
         entries = session.journal.entries if session.journal is not None else []
         self._stored = sum(upload.size for upload in stored_uploads(entries))
         self.received = 0
+        self.cached_data = CachedDataCheck()  # which cache/ artifacts Spark could read
 
     def check(self, request: bytes, whole: bool = True) -> None:
         """``whole``: also check the message as Spark's parser would (the first one already was)."""
@@ -64,6 +66,7 @@ class UploadGuard:
                 "Release the session (spark.stop()) and start a new one, or ask for a higher limit",
                 "gateway.max_artifact_session_bytes",
             )
+        self.cached_data.feed(request)
 
     def _too_big(self, what: str) -> QuotaExceeded:
         return QuotaExceeded(
@@ -122,6 +125,7 @@ async def add_artifacts(
     try:
         response = await call
     except BaseException as error:  # refused, cluster lost or client gone: keep nothing
+        guard.cached_data.close()
         if upload is not None:
             upload.abort()
         if refused:
@@ -130,11 +134,15 @@ async def add_artifacts(
             raise (await router.backend_failed(error, cluster, "an AddArtifacts upload")) from None
         raise
     out = router.to_client(_SHAPE, response, session, cluster)[0]
+    try:
+        unreadable = guard.cached_data.finish()
+    finally:
+        guard.cached_data.close()
     if upload is not None:
         if session.closed:
             upload.abort()
         # None for an upload with nothing to replay (only copyFromLocalToFs writes); raises
         # StoreError if the copy could not be kept: the artifacts would not follow the session.
-        elif (stored := upload.commit()) is not None:
+        elif (stored := upload.commit(unreadable)) is not None:
             replay.record_artifacts(session, cluster, stored)
     return out
