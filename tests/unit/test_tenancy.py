@@ -182,6 +182,29 @@ def test_the_bucket_never_lets_more_through_than_burst_plus_rate_times_time(
     assert accepted <= bucket.burst + rate * now + 1e-6
 
 
+@given(st.floats(0.1, 50), st.one_of(st.none(), st.integers(1, 20)), st.floats(0, 3),
+       st.lists(st.floats(0, 5), min_size=1, max_size=60))
+def test_a_reserved_token_is_never_early_and_never_waited_for_past_the_limit(
+    rate: float, burst: int | None, max_delay: float, gaps: list[float]
+) -> None:
+    bucket = TokenBucket.full(rate, burst, 0.0)
+    now, served_at = 0.0, []
+    for gap in gaps:
+        now += gap
+        bucket, delay, wait = bucket.reserve(now, max_delay)
+        if wait == 0.0:
+            assert 0.0 <= delay <= max_delay + 1e-9
+            served_at.append(now + delay)
+        else:
+            assert delay == 0.0 and wait > 0.0
+            # Coming back when told, with nobody else in between, gets a token within the limit.
+            assert bucket.reserve(now + wait + 1e-9, max_delay)[2] == 0.0
+        # By any moment, no more requests went ahead than the bucket allows.
+        for moment in served_at:
+            assert sum(t <= moment for t in served_at) <= bucket.burst + rate * moment + 1e-6
+    assert bucket.tokens >= -max_delay * rate - 1e-9
+
+
 def test_an_idle_bucket_fills_up_to_its_burst_only() -> None:
     bucket = TokenBucket.full(2.0, 3, 0.0)
     for _ in range(3):

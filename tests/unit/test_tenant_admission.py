@@ -129,9 +129,12 @@ def test_max_queued_refuses_naming_the_quota_and_counts_the_refusal(clock: Virtu
 def test_the_request_rate_is_a_token_bucket_on_the_injected_clock(clock: VirtualClock) -> None:
     refusals = _Refusals()
     tenants = _tenants(clock, refusals, chatty=TenantLimits(requests_per_s=2.0, burst=2, table="chatty"))
-    tenants.take_request("chatty")
-    tenants.take_request("chatty")
-    tenants.take_request("quiet")  # no table, no default: unlimited
+    assert [tenants.take_request("chatty") for _ in range(2)] == [0.0, 0.0]  # the burst
+    assert tenants.take_request("quiet") == 0.0  # no table, no default: unlimited
+    # Over the rate, a request waits for its token, up to RATE_DELAY_S (1 s) ...
+    assert [tenants.take_request("chatty") for _ in range(2)] == [pytest.approx(0.5), pytest.approx(1.0)]
+    assert refusals == []
+    # ... and beyond that it is refused, told when to come back.
     with pytest.raises(QuotaExceeded) as raised:
         tenants.take_request("chatty")
     assert raised.value.quota == "tenants.chatty.requests_per_s"
@@ -139,7 +142,7 @@ def test_the_request_rate_is_a_token_bucket_on_the_injected_clock(clock: Virtual
     assert "over its request rate (2/s with bursts of 2, tenants.chatty.requests_per_s)" in raised.value.message
     assert refusals == [("chatty", "requests_per_s")]
     clock.advance(0.5)
-    tenants.take_request("chatty")
+    assert tenants.take_request("chatty") == pytest.approx(1.0)
 
 
 def test_demand_asks_only_for_sizes_the_tenant_may_use() -> None:

@@ -66,14 +66,18 @@ async def resolve_checked(
     context: grpc.aio.ServicerContext,
     extra: frozenset[int] = frozenset(),
 ) -> "Routed":
-    """``router.resolve`` of a request that was checked whole first."""
+    """``router.resolve`` of a request that was checked whole first; it returns once the request's
+    tenant has a request token for it."""
     if len(request) <= _INLINE_BYTES:
         check_request(shape.name, request)
     else:
         if router.auth.enabled:  # a stranger's big request is not read at all
             router.auth.authenticate(context.invocation_metadata())
         await asyncio.to_thread(check_request, shape.name, request)
-    return router.resolve(shape, request, context, extra)
+    routed = router.resolve(shape, request, context, extra)
+    if routed.rate_delay_s > 0:
+        await asyncio.sleep(routed.rate_delay_s)
+    return routed
 
 
 def check_operation_id(operation_id: str) -> None:

@@ -79,6 +79,8 @@ class Routed:
     fields: dict[int, Field]
     metadata: Metadata
     identity: Identity
+    # Seconds the request waits for its tenant's next request token before it goes on.
+    rate_delay_s: float = 0.0
 
     def text(self, number: int) -> str:
         return as_str(self.fields.get(number))
@@ -133,13 +135,14 @@ class Router:
             raise MalformedMessage(f"{shape.name} request has no session_id")
         if not self.auth.enabled:
             identity = self.auth.authenticate(invocation_metadata, declared_user_id(fields))
-        # Over its tenant's request rate: QuotaExceeded (retry later), before any session is made.
-        self.tenants.take_request(identity.tenant)
+        # Over its tenant's request rate: a short wait, or QuotaExceeded (retry later) before any
+        # session is made.
+        rate_delay_s = self.tenants.take_request(identity.tenant)
         observed = as_str(fields.get(shape.observed_field)) if shape.observed_field else ""
         session = self.sessions.resolve(
             identity.user, session_id, as_str(fields.get(shape.client_type_field)), observed, identity.tenant
         )
-        return Routed(session, fields, forwarded_metadata(invocation_metadata), identity)
+        return Routed(session, fields, forwarded_metadata(invocation_metadata), identity, rate_delay_s)
 
     # ---- placement ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from sparkfleet.fleet.model import SizeClass
 from sparkfleet.policy.tenancy import (
     UNLIMITED,
     TenantLimits,
+    RATE_DELAY_S,
     TokenBucket,
     larger_size_refusal,
     limits_for,
@@ -65,17 +66,19 @@ class Tenants:
         self._on_refusal(tenant, key)
         return QuotaExceeded(message, self.limits(tenant).quota(key), retry_delay_s)
 
-    def take_request(self, tenant: str) -> None:
-        """One request of ``tenant``: raises QuotaExceeded (with the time until its next token as
-        the retry delay, which the stock client honours) when it is over its request rate."""
+    def take_request(self, tenant: str) -> float:
+        """One request of ``tenant``: the seconds it must wait for its token (at most
+        RATE_DELAY_S). Raises QuotaExceeded when its token is further off, with the time until one
+        could be had as the retry delay (which the stock client honours)."""
         limits = self.limits(tenant)
         if limits.requests_per_s is None:
-            return
+            return 0.0
         now = self._clock.monotonic()
         bucket = self._buckets.get(tenant) or TokenBucket.full(limits.requests_per_s, limits.burst, now)
-        self._buckets[tenant], wait_s = bucket.take(now)
+        self._buckets[tenant], delay_s, wait_s = bucket.reserve(now, RATE_DELAY_S)
         if wait_s > 0:
             raise self.refuse(tenant, "requests_per_s", rate_refusal(tenant, limits, wait_s), retry_delay_s=wait_s)
+        return delay_s
 
     def larger_size(self, tenant: str, larger: SizeClass | None) -> tuple[SizeClass | None, str]:
         """The larger size class an out-of-memory query of ``tenant`` may move up to (None if

@@ -217,6 +217,12 @@ def fair_order(
 # ---- request rate -------------------------------------------------------------------------------
 
 
+# A request over its tenant's rate waits this long at most for its token before it is refused:
+# the stock client backs off 4x on each consecutive refusal of a call (50 ms ... 51 s), so refusing
+# every request that finds the bucket empty starves the losers of a race for it for up to a minute.
+RATE_DELAY_S = 1.0
+
+
 def default_burst(rate: float) -> float:
     """Without a configured burst, a bucket holds one second's worth of requests (at least one)."""
     return max(1.0, rate)
@@ -240,13 +246,21 @@ class TokenBucket:
     def take(self, now: float) -> tuple["TokenBucket", float]:
         """(the bucket after, 0.0) when a token was there; else (the bucket refilled to now,
         seconds until the next token)."""
+        bucket, _, wait = self.reserve(now, 0.0)
+        return bucket, wait
+
+    def reserve(self, now: float, max_delay_s: float) -> tuple["TokenBucket", float, float]:
+        """A token for a request that may wait up to ``max_delay_s`` for it: (the bucket after,
+        seconds until its token, 0.0), the token reserved (the bucket may go into debt); or, when
+        its token is further off, (the bucket refilled to now, 0.0, seconds until a request could
+        reserve one)."""
         elapsed = max(0.0, now - self.updated_at)
         tokens = min(self.burst, self.tokens + elapsed * self.rate)
         updated_at = max(now, self.updated_at)
-        if tokens >= 1.0:
-            return TokenBucket(self.rate, self.burst, tokens - 1.0, updated_at), 0.0
-        wait = (1.0 - tokens) / self.rate
-        return TokenBucket(self.rate, self.burst, tokens, updated_at), wait
+        wait = max(0.0, (1.0 - tokens) / self.rate)
+        if wait <= max_delay_s:
+            return TokenBucket(self.rate, self.burst, tokens - 1.0, updated_at), wait, 0.0
+        return TokenBucket(self.rate, self.burst, tokens, updated_at), 0.0, wait - max_delay_s
 
 
 def rate_refusal(tenant: str, limits: TenantLimits, wait_s: float) -> str:
