@@ -172,13 +172,13 @@ def test_the_bucket_never_lets_more_through_than_burst_plus_rate_times_time(
     now, accepted = 0.0, 0
     for gap in gaps:
         now += gap
-        bucket, wait = bucket.take(now)
+        bucket, _, wait = bucket.reserve(now, 0.0)
         assert 0.0 <= bucket.tokens <= bucket.burst
         if wait == 0.0:
             accepted += 1
         else:
             # Asking again once the wait is over succeeds.
-            assert bucket.take(now + wait + 1e-9)[1] == 0.0
+            assert bucket.reserve(now + wait + 1e-9, 0.0)[2] == 0.0
     assert accepted <= bucket.burst + rate * now + 1e-6
 
 
@@ -208,11 +208,11 @@ def test_a_reserved_token_is_never_early_and_never_waited_for_past_the_limit(
 def test_an_idle_bucket_fills_up_to_its_burst_only() -> None:
     bucket = TokenBucket.full(2.0, 3, 0.0)
     for _ in range(3):
-        bucket, wait = bucket.take(0.0)
+        bucket, _, wait = bucket.reserve(0.0, 0.0)
         assert wait == 0.0
-    bucket, wait = bucket.take(0.0)
+    bucket, _, wait = bucket.reserve(0.0, 0.0)
     assert wait == pytest.approx(0.5)
-    bucket = bucket.take(1000.0)[0]
+    bucket = bucket.reserve(1000.0, 0.0)[0]
     assert bucket.tokens == pytest.approx(2.0)  # refilled to 3, one taken
     assert TokenBucket.full(0.5, None, 0.0).burst == 1.0
 

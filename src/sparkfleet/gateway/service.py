@@ -331,13 +331,6 @@ class SparkConnectService:
             raise (await self.r.backend_failed(error, cluster, f"a {shape.name} call")) from None
         return self.r.to_client(shape, response, routed.session, cluster)[0]
 
-    async def _resolve_and_forward_home(self, name: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        wanted = frozenset({_ANALYZE_PERSIST}) if name == "AnalyzePlan" else frozenset()
-        routed = await resolve_checked(self.r, RPCS[name], request, context, wanted)
-        if name == "AnalyzePlan":
-            refuse_unreadable_cached_data(routed.session, name, request)
-        return await self._forward_home(name, request, routed)
-
     async def _forward_home(self, name: str, request: bytes, routed: Routed) -> bytes:
         """Config, AnalyzePlan, ArtifactStatus: placed like a query; re-sent elsewhere if the
         cluster is lost (none of them has an effect outside the session)."""
@@ -360,7 +353,9 @@ class SparkConnectService:
         return response
 
     async def analyze_plan(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._resolve_and_forward_home("AnalyzePlan", request, context)
+        routed = await resolve_checked(self.r, RPCS["AnalyzePlan"], request, context, frozenset({_ANALYZE_PERSIST}))
+        refuse_unreadable_cached_data(routed.session, "AnalyzePlan", request)
+        return await self._forward_home("AnalyzePlan", request, routed)
 
     async def config(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """sparkfleet.* keys are the gateway's (gateway/options.py); the rest go to Spark."""
@@ -377,7 +372,8 @@ class SparkConnectService:
         return split.answer(answer)
 
     async def artifact_status(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return await self._resolve_and_forward_home("ArtifactStatus", request, context)
+        routed = await resolve_checked(self.r, RPCS["ArtifactStatus"], request, context)
+        return await self._forward_home("ArtifactStatus", request, routed)
 
     async def add_artifacts(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
         return await add_artifacts(self.r, self.replay, requests, context)

@@ -2,9 +2,10 @@
 
 Each message is checked before it goes anywhere: well formed, artifact names Spark can store
 safely (``request_checks.check_artifact_name``), and the bytes of the upload and of the session's
-stored uploads within their limits; ``cache/`` data is judged as Arrow (``gateway/local_data.py``). The first problem stops the upload: the cluster's half of the
+stored uploads within their limits. The first problem stops the upload: the cluster's half of the
 call is cancelled, the copy on disk dropped, and the client hears what was wrong. Memory holds one
-message at a time; the upload itself goes to disk (``gateway/artifacts.py``).
+message at a time; the upload itself goes to disk (``gateway/artifacts.py``). ``cache/`` data is
+judged as Arrow on the way (``gateway/local_data.py``), its verdict kept with the upload.
 """
 
 from __future__ import annotations

@@ -243,12 +243,6 @@ class TokenBucket:
         size = float(burst) if burst is not None else default_burst(rate)
         return cls(rate, size, size, now)
 
-    def take(self, now: float) -> tuple["TokenBucket", float]:
-        """(the bucket after, 0.0) when a token was there; else (the bucket refilled to now,
-        seconds until the next token)."""
-        bucket, _, wait = self.reserve(now, 0.0)
-        return bucket, wait
-
     def reserve(self, now: float, max_delay_s: float) -> tuple["TokenBucket", float, float]:
         """A token for a request that may wait up to ``max_delay_s`` for it: (the bucket after,
         seconds until its token, 0.0), the token reserved (the bucket may go into debt); or, when

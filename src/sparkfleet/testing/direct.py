@@ -17,13 +17,14 @@ import grpc
 
 from sparkfleet.fleet.model import SizeClass
 from sparkfleet.fleet.provisioners.local import (
-    _PORT_CLASH,
     START_ATTEMPTS,
     ClusterSpec,
     LocalProvisioner,
     _readiness_probe,
     cause_in,
+    died_of_port_clash,
     free_port,
+    log_size,
     signal_process_group,
 )
 from sparkfleet.fleet.runtimes import installed_pyspark_runtime
@@ -50,21 +51,17 @@ class DirectServer:
         return f"sc://localhost:{self.port}/;token={self.token}"
 
     def start(self, timeout_s: float = 180) -> "DirectServer":
+        log_path = self.workdir / "server.log"
         for attempt in range(1, START_ATTEMPTS + 1):
-            log_offset = self._log_size()
+            log_offset = log_size(log_path)
             if self._launch_and_wait(timeout_s):
                 return self
-            clash = _PORT_CLASH in (self.workdir / "server.log").read_bytes()[log_offset:]
-            if attempt == START_ATTEMPTS or not clash:
+            if attempt == START_ATTEMPTS or not died_of_port_clash(log_path, log_offset):
                 break
             self.port, self.ui_port = free_port(), free_port()  # taken before the JVM bound them
-        log_text = (self.workdir / "server.log").read_text(errors="replace")
+        log_text = log_path.read_text(errors="replace")
         self.stop()
         raise RuntimeError(f"direct Spark Connect server did not start{cause_in(log_text)}")
-
-    def _log_size(self) -> int:
-        log_path = self.workdir / "server.log"
-        return log_path.stat().st_size if log_path.exists() else 0
 
     def _launch_and_wait(self, timeout_s: float) -> bool:
         """Start the JVM and wait until it answers; False (and the JVM stopped) if it exits or times out."""

@@ -121,14 +121,6 @@ class LocalCluster:
     def log_path(self) -> Path:
         return self.workdir / "server.log"
 
-    def log_since(self, offset: int) -> bytes:
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(offset)
-                return f.read()
-        except OSError:
-            return b""
-
     def log_tail(self, max_bytes: int = 4000) -> str:
         try:
             with self.log_path.open("rb") as f:
@@ -240,7 +232,7 @@ class LocalProvisioner:
         token_file.touch(mode=0o600)
         token_file.write_text(token)
         for attempt in range(1, START_ATTEMPTS + 1):
-            log_offset = _size_of(workdir / "server.log")
+            log_offset = log_size(workdir / "server.log")
             cluster = await self._launch(spec, token, workdir)
             if progress:
                 progress(spec.id, f"JVM started (pid {cluster.pid}), waiting for Spark Connect")
@@ -255,7 +247,7 @@ class LocalProvisioner:
                 ) from None
             except ClusterStartFailed:
                 await cluster.stop(self.stop_timeout_s)
-                if attempt == START_ATTEMPTS or _PORT_CLASH not in cluster.log_since(log_offset):
+                if attempt == START_ATTEMPTS or not died_of_port_clash(cluster.log_path, log_offset):
                     raise
                 if progress:
                     progress(spec.id, "a port it was given was taken before it could bind it; starting it again")
@@ -314,11 +306,22 @@ class LocalProvisioner:
                 await asyncio.sleep(0.25)
 
 
-def _size_of(path: Path) -> int:
+def log_size(path: Path) -> int:
+    """Bytes in a JVM's log so far (0 if there is none yet): where the next start's lines begin."""
     try:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def died_of_port_clash(log_path: Path, since: int) -> bool:
+    """Whether the JVM whose lines begin at byte ``since`` of its log could not bind a port."""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(since)
+            return _PORT_CLASH in f.read()
+    except OSError:
+        return False
 
 
 # The head line of a Java stack trace: ``java.net.BindException: Failed to bind ...``.
