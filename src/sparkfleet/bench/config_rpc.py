@@ -3,8 +3,9 @@
 Each client is its own Spark Connect session on its own gRPC channel (its own TCP connection),
 sending ``Config(get spark.sql.shuffle.partitions)`` back to back. The client side is raw
 ``grpc.aio`` with pre-encoded requests and undecoded responses, so on a small machine the load
-generator costs as little CPU as possible. The same load runs through the gateway and directly
-against the cluster behind it, in alternating rounds, and both are printed side by side.
+generator costs as little CPU as possible. The same load runs through the gateway of the default
+fleet (what ``./scripts/up`` starts) and against a plain Spark Connect server started the way a
+user starts one, in alternating rounds, and both are printed side by side.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ from pyspark.sql.connect.proto import base_pb2
 from rich.console import Console
 from rich.table import Table
 
-from sparkfleet.bench.harness import CpuMeter, Target, median, one_cluster_fleet, percentile
+from sparkfleet.bench.harness import (
+    Contenders,
+    CpuMeter,
+    default_fleet_and_plain_server,
+    exit_now,
+    measured,
+    median,
+    percentile,
+)
 
-SIDES = ("gateway", "direct")
+SIDES = ("gateway", "plain")
 _METHOD = "/spark.connect.SparkConnectService/Config"
 _CONF_KEY = "spark.sql.shuffle.partitions"
 _CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)  # one TCP connection per client
@@ -116,10 +125,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def measure(target: Target, args: argparse.Namespace, out: Console) -> dict[str, PhaseResult]:
+async def measure(contenders: Contenders, args: argparse.Namespace, out: Console) -> dict[str, PhaseResult]:
+    plain = contenders.plain
     addresses = {
-        "gateway": (target.gateway_url.removeprefix("sc://"), ()),
-        "direct": (target.cluster_address, (("authorization", f"Bearer {target.token}"),)),
+        "gateway": (contenders.fleet.url.removeprefix("sc://"), ()),
+        "plain": (plain.address, (("authorization", f"Bearer {plain.token}"),)),
     }
     clients = {side: [Client(*addresses[side]) for _ in range(args.clients)] for side in SIDES}
     try:
@@ -128,7 +138,7 @@ async def measure(target: Target, args: argparse.Namespace, out: Console) -> dic
         out.print(f"[dim]{args.clients} sessions open on each side; warming up {args.warmup:g}s per side...[/dim]")
         for side in SIDES:
             await run_phase(clients[side], args.warmup, None)
-        meter = CpuMeter(target)
+        meter = CpuMeter(contenders.cpu_parts())
         results = {side: PhaseResult() for side in SIDES}
         per_round = args.seconds / args.rounds
         out.print(f"[dim]measuring {args.rounds} alternating rounds of {per_round:g}s per side...[/dim]")
@@ -143,9 +153,9 @@ async def measure(target: Target, args: argparse.Namespace, out: Console) -> dic
 def report(out: Console, results: dict[str, PhaseResult], clients: int) -> None:
     table = Table(title=f"Config RPC, {clients} concurrent clients (latency in ms)")
     for column in ("side", "RPCs", "RPC/s", "p50", "p90", "p99", "max",
-                   "CPU ms/RPC client", "gateway", "cluster", "other"):
+                   "CPU ms/RPC client", "gateway", "clusters", "metastore", "plain", "other"):
         table.add_column(column, justify="left" if column == "side" else "right")
-    for side in ("direct", "gateway"):
+    for side in ("plain", "gateway"):
         r = results[side]
         lat = r.latencies
         per_rpc = {part: (seconds * 1000.0 / r.rpcs if r.rpcs else 0.0) for part, seconds in r.cpu.items()}
@@ -153,26 +163,27 @@ def report(out: Console, results: dict[str, PhaseResult], clients: int) -> None:
             side, str(r.rpcs), f"{r.rate:,.0f}",
             f"{median(lat) * 1e3:.2f}", f"{percentile(lat, 90) * 1e3:.2f}",
             f"{percentile(lat, 99) * 1e3:.2f}", f"{max(lat) * 1e3:.2f}",
-            *(f"{per_rpc.get(part, 0.0):.3f}" for part in ("client", "gateway", "cluster", "other")),
+            *(f"{per_rpc.get(part, 0.0):.3f}" for part in ("client", "gateway", "clusters", "metastore", "plain", "other")),
         )
     out.print(table)
-    for side in ("direct", "gateway"):
+    for side in ("plain", "gateway"):
         out.print(f"{side}: {CpuMeter.describe(results[side].cpu, results[side].seconds)}")
-    g, d = results["gateway"], results["direct"]
+    g, p = results["gateway"], results["plain"]
+    g99, p99 = percentile(g.latencies, 99) * 1e3, percentile(p.latencies, 99) * 1e3
     out.print(
-        f"throughput ratio gateway/direct: {g.rate / d.rate:.3f}   "
-        f"p50 {median(g.latencies) * 1e3:.2f} vs {median(d.latencies) * 1e3:.2f} ms   "
-        f"p99 {percentile(g.latencies, 99) * 1e3:.2f} vs {percentile(d.latencies, 99) * 1e3:.2f} ms"
+        f"RPC/s gateway {g.rate:,.0f} vs plain {p.rate:,.0f}: ratio gateway/plain {g.rate / p.rate:.3f}   "
+        f"p99 gateway {g99:.2f} vs plain {p99:.2f} ms: ratio {g99 / p99:.3f}"
     )
 
 
 def run(argv: list[str]) -> int:
     args = _parse(argv)
-    out = Console(highlight=False, width=max(Console().width, 120))
-    out.print("[dim]starting sparkfleet with one cluster...[/dim]")
-    with one_cluster_fleet() as target:
-        out.print(f"[dim]gateway {target.gateway_url} -> cluster {target.cluster_id} "
-                  f"(pid {target.cluster_pid}) at {target.cluster_address}[/dim]")
-        results = asyncio.run(measure(target, args, out))
+    out = Console(highlight=False, width=max(Console().width, 140))
+
+    def measure_both() -> dict[str, PhaseResult]:
+        with default_fleet_and_plain_server(out) as contenders:
+            return asyncio.run(measure(contenders, args, out))
+
+    results = measured(out, "config-rpc", measure_both)
     report(out, results, args.clients)
-    return 0
+    exit_now(0)

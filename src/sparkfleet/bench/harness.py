@@ -1,7 +1,8 @@
-"""What the benchmarks share: a real sparkfleet with one cluster reachable both ways, stats, CPU.
+"""What the benchmarks share: the default fleet beside a plain Spark Connect server, cleanup, stats, CPU.
 
-Every comparison runs the same work through the gateway and directly against the very cluster
-behind it, in one run, so the two sides share JVM, JIT state, machine load and drift.
+A comparison runs the same work through the default fleet (what ``./scripts/up`` starts) and
+against a plain Spark Connect server started the way a user starts one, in one run, so both sides
+share the machine's load and drift.
 """
 
 from __future__ import annotations
@@ -11,56 +12,106 @@ import math
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, NoReturn, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Protocol, Sequence, TypeVar
 
 from rich.console import Console
 
-from sparkfleet.testing.process import FIXED_FLEET, SparkfleetProcess
+from sparkfleet.testing.plain import PlainServer
+from sparkfleet.testing.process import SparkfleetProcess
 
-# One cluster, so the gateway can only place on the cluster the direct side talks to.
-ONE_CLUSTER_TOML = '[pool]\nclusters = ["M"]\n' + FIXED_FLEET
+_LIVE = frozenset({"starting", "ready", "draining", "stopping"})
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One cluster, reachable through the gateway and directly."""
+class Startable(Protocol):
+    def start(self) -> object: ...
 
-    gateway_url: str  # sc://localhost:PORT
-    cluster_id: str
-    cluster_address: str  # 127.0.0.1:PORT, as the gateway dials it
-    token: str
-    gateway_pid: int
-    cluster_pid: int
+    def stop(self) -> object: ...
 
-    @property
-    def cluster_port(self) -> int:
-        return int(self.cluster_address.rsplit(":", 1)[1])
 
-    @property
-    def direct_url(self) -> str:
-        # The stock client sends a token without TLS only to host "localhost", exactly.
-        return f"sc://localhost:{self.cluster_port}/;token={self.token}"
+S = TypeVar("S", bound=Startable)
 
 
 @contextlib.contextmanager
-def one_cluster_fleet() -> Iterator[Target]:
-    """Start ``sparkfleet up`` with one cluster; stop it and its JVM on exit, Ctrl-C included."""
-    with SparkfleetProcess(config_toml=ONE_CLUSTER_TOML, name="sparkfleet-bench") as proc:
-        ready = proc.ready_clusters()
-        if len(ready) != 1:
-            raise RuntimeError(f"expected exactly one ready cluster, found {len(ready)}: {ready}")
-        cluster = ready[0]
-        token = (proc.data_dir / "clusters" / cluster["id"] / "token").read_text().strip()
-        assert proc.proc is not None
-        yield Target(
-            gateway_url=proc.url,
-            cluster_id=cluster["id"],
-            cluster_address=cluster["address"],
-            token=token,
-            gateway_pid=proc.proc.pid,
-            cluster_pid=int(cluster["pid"]),
-        )
+def running(server: S) -> Iterator[S]:
+    """``server.start()``, then ``server.stop()`` whatever happens, an interrupt during the start
+    included (``with server:`` would not stop a server whose ``__enter__`` was interrupted)."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def live_clusters(fleet: SparkfleetProcess) -> list[dict[str, Any]]:
+    """The fleet's clusters that are not over (starting, ready, draining or stopping)."""
+    return [c for c in fleet.api("/api/clusters?history=0") if c["state"] in _LIVE]
+
+
+def wait_until_settled(fleet: SparkfleetProcess, quiet_s: float = 5.0, timeout_s: float = 300.0) -> list[dict[str, Any]]:
+    """Wait until the fleet has stopped starting and stopping clusters: every live cluster ready,
+    and the same ones for ``quiet_s``. Returns them."""
+    deadline = time.monotonic() + timeout_s
+    seen: tuple[str, ...] = ()
+    since = time.monotonic()
+    while True:
+        clusters = live_clusters(fleet)
+        ids = tuple(c["id"] for c in clusters)
+        now = time.monotonic()
+        if ids != seen or not all(c["state"] == "ready" for c in clusters):
+            seen, since = ids, now
+        elif clusters and now - since >= quiet_s:
+            return clusters
+        if now > deadline:
+            raise TimeoutError(f"the fleet did not settle within {timeout_s:.0f}s: {[(c['id'], c['state']) for c in clusters]}")
+        time.sleep(0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class Contenders:
+    """The default fleet and a plain Spark Connect server, both running."""
+
+    fleet: SparkfleetProcess
+    plain: PlainServer
+
+    @property
+    def gateway_pid(self) -> int:
+        assert self.fleet.proc is not None
+        return self.fleet.proc.pid
+
+    def metastore_pid(self) -> int | None:
+        catalog = self.fleet.api("/api/health").get("catalog") or {}
+        return int(catalog["pid"]) if catalog.get("pid") else None
+
+    def cpu_parts(self) -> dict[str, RootsOf]:
+        """For ``CpuMeter``: this client, the gateway, the fleet's clusters (every child of the
+        gateway but the metastore: the cluster JVMs, found anew at each reading), the shared
+        catalog's metastore, the plain server. The metastore's pid is asked for now, so that the
+        gateway's CPU for the answer is not inside what is measured next."""
+        me, gateway, metastore, plain = os.getpid(), self.gateway_pid, self.metastore_pid(), self.plain.pid
+        return {
+            "client": lambda table: (me,),
+            "gateway": lambda table: (gateway,),
+            "clusters": lambda table: [pid for pid, (parent, _) in table.items() if parent == gateway and pid != metastore],
+            "metastore": lambda table: (metastore,) if metastore else (),
+            "plain": lambda table: (plain,),
+        }
+
+
+@contextlib.contextmanager
+def default_fleet_and_plain_server(out: Console) -> Iterator[Contenders]:
+    """Start the default fleet exactly as ``./scripts/up`` does (no config; a private data dir),
+    wait until it has settled, and start a plain server; stop both whatever happens."""
+    out.print("[dim]starting the default fleet (no config) ...[/dim]")
+    with running(SparkfleetProcess(name="sparkfleet-bench")) as fleet:
+        clusters = wait_until_settled(fleet)
+        described = ", ".join(f"{c['id']} ({c['size']}, pid {c['pid']})" for c in clusters)
+        out.print(f"[dim]fleet settled: gateway {fleet.url}, clusters {described}[/dim]")
+        out.print("[dim]starting a plain Spark Connect server (spark-submit with its defaults) ...[/dim]")
+        with running(PlainServer()) as plain:
+            out.print(f"[dim]plain server on port {plain.port} (pid {plain.pid})[/dim]")
+            yield Contenders(fleet, plain)
 
 
 # ---- running a measurement ----------------------------------------------------------------------
@@ -142,27 +193,37 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def process_table() -> dict[int, tuple[int, float]]:
+    """Every live process: pid -> (parent pid, CPU seconds so far)."""
+    table: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = _stat(int(entry))
+            if found is not None:
+                table[int(entry)] = found
+    return table
+
+
+def tree_cpu_seconds(table: Mapping[int, tuple[int, float]], root: int, apart: frozenset[int] = frozenset()) -> float:
+    """CPU seconds of ``root`` and every process below it, except the subtrees of the pids in ``apart``."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [root]
+    while todo:
+        current = todo.pop()
+        if current in table:
+            total += table[current][1]
+        todo.extend(c for c in children.get(current, ()) if c not in apart)
+    return total
+
+
 def cpu_seconds(pid: int, descendants: bool = False) -> float:
     """CPU time used so far by ``pid`` (and, if asked, every live process below it)."""
     if not descendants:
         found = _stat(pid)
         return found[1] if found else 0.0
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            found = _stat(int(entry))
-            if found is not None:
-                stats[int(entry)] = found
-    children: dict[int, list[int]] = {}
-    for child, (parent, _) in stats.items():
-        children.setdefault(parent, []).append(child)
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        if current in stats:
-            total += stats[current][1]
-        todo.extend(children.get(current, ()))
-    return total
+    return tree_cpu_seconds(process_table(), pid)
 
 
 def machine_busy_seconds() -> float:
@@ -173,30 +234,64 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / _TICKS
 
 
-class CpuMeter:
-    """CPU seconds used by the client, the gateway, the cluster JVM and everything else.
+ProcessTable = Mapping[int, tuple[int, float]]  # pid -> (parent pid, CPU seconds so far)
+RootsOf = Callable[[ProcessTable], Iterable[int]]  # a part's root processes, found in the table
 
-    On a small machine these share the cores, so the split tells whether a side was limited by
+
+@dataclass(frozen=True, slots=True)
+class CpuReading:
+    trees: dict[str, dict[int, float]]  # part -> root pid -> CPU seconds so far of its tree
+    machine_busy_s: float
+
+
+class CpuMeter:
+    """CPU seconds used by named parts and by everything else ("other").
+
+    Each part finds its root processes in the process table at every reading, so a cluster JVM
+    that starts during a phase is counted. A root counts with every process below it, up to where
+    another root begins: the gateway's cluster JVMs are its children, yet count as "clusters". On
+    a small machine the parts share the cores, so the split tells whether a side was limited by
     the gateway, by the client, or by unrelated load ("other") that made the run noisy.
     """
 
-    def __init__(self, target: Target) -> None:
-        self._target = target
+    def __init__(self, parts: Mapping[str, RootsOf]) -> None:
+        self._parts = dict(parts)
 
-    def read(self) -> dict[str, float]:
-        ours = {
-            "client": cpu_seconds(os.getpid()),
-            "gateway": cpu_seconds(self._target.gateway_pid),
-            "cluster": cpu_seconds(self._target.cluster_pid, descendants=True),
+    def read(self) -> CpuReading:
+        table = process_table()
+        busy = machine_busy_seconds()
+        roots = {part: [pid for pid in roots_of(table) if pid in table] for part, roots_of in self._parts.items()}
+        every_root = frozenset(pid for pids in roots.values() for pid in pids)
+        trees = {part: {pid: tree_cpu_seconds(table, pid, every_root - {pid}) for pid in pids}
+                 for part, pids in roots.items()}
+        return CpuReading(trees, busy)
+
+    @staticmethod
+    def used(before: CpuReading, after: CpuReading) -> dict[str, float]:
+        """CPU seconds each part used between two readings, and "other" (the rest of the machine).
+
+        Counted per root process: one that ended in between counts nothing (what it used last is
+        unknown), one that began counts all it used.
+        """
+        used = {
+            part: sum(max(0.0, seconds - before.trees.get(part, {}).get(pid, 0.0)) for pid, seconds in trees.items())
+            for part, trees in after.trees.items()
         }
-        return {**ours, "other": machine_busy_seconds() - sum(ours.values())}
+        used["other"] = max(0.0, after.machine_busy_s - before.machine_busy_s - sum(used.values()))
+        return used
 
     @staticmethod
-    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-        return {part: max(0.0, after[part] - before[part]) for part in before}
+    def changes(before: CpuReading, after: CpuReading) -> list[str]:
+        """The root processes that began or ended between two readings, e.g. "clusters: pid 7 began"."""
+        found = []
+        for part in after.trees:
+            was, now = set(before.trees.get(part, {})), set(after.trees[part])
+            found += [f"{part}: pid {pid} began (all its CPU counts)" for pid in sorted(now - was)]
+            found += [f"{part}: pid {pid} ended (its last CPU is not counted)" for pid in sorted(was - now)]
+        return found
 
     @staticmethod
-    def describe(used: dict[str, float], wall_s: float) -> str:
+    def describe(used: Mapping[str, float], wall_s: float) -> str:
         """One line: CPU seconds per part, and how much of the machine unrelated load took."""
         parts = ", ".join(f"{part} {seconds:.2f}" for part, seconds in used.items())
         cores = len(os.sched_getaffinity(0))
