@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import contextlib
 import logging
+import os
 import socket
 from pathlib import Path
 from typing import Iterator
@@ -39,7 +40,7 @@ from sparkfleet.gateway.tenants import Tenants, tenant_limits
 from sparkfleet.gateway.watchdog import Watchdog
 from sparkfleet.gateway.workloads import WorkloadObserver
 from sparkfleet.fleet.autoscaler import Autoscaler, machine_budget
-from sparkfleet.fleet.cpu_control import can_restore_priority
+from sparkfleet.fleet.cgroups import ClusterGroups, GroupsUnavailable
 from sparkfleet.policy.scaling import DEFAULT_MODES, Mode, ScalingSettings
 from sparkfleet.fleet.cpu_sharing import CpuSharer
 from sparkfleet.policy.cpu_share import CpuShareSettings
@@ -83,6 +84,8 @@ class Sparkfleet:
         self._backends: Backends | None = None
         self.catalog: SharedCatalog | None = None
         self._tls: TlsPair | None = None
+        self.groups: ClusterGroups | None = None
+        self.cpu_isolation = "none (not a local pool)"  # how local clusters are kept apart, for /api/health
         self.port = 0
         self.admin_port = 0
 
@@ -132,17 +135,18 @@ class Sparkfleet:
             raise EnvironmentProblem(
                 f"unknown provisioner {s.pool.provisioner!r}; available: {sorted(PROVISIONERS)}"
             )
-        provisioner = provisioner_cls(data_dir, s.pool.start_timeout_s, s.pool.stop_timeout_s)
+        self.groups = self._open_groups()
+        provisioner = provisioner_cls(data_dir, s.pool.start_timeout_s, s.pool.stop_timeout_s, self.groups)
         cluster_conf: dict[str, str] = {}
         if s.pool.catalog == "shared":
             self.catalog = SharedCatalog(data_dir, self.runtime, s.pool.start_timeout_s, s.pool.stop_timeout_s)
             cluster_conf = self.catalog.cluster_conf()
-        cpu_sharing = self._cpu_sharing_settings()
         self.fleet = FleetController(
             s, provisioner, self._runtime_named, self.db, self.clock, self._progress, cluster_conf=cluster_conf,
-            borrows_cpus=cpu_sharing.enabled,
         )
-        self.cpu_sharer = CpuSharer(self.fleet, self.clock, cpu_sharing)
+        self.cpu_sharer = CpuSharer(self.fleet, self.groups, self.clock, CpuShareSettings(
+            enabled=s.placement.cpu_sharing and s.pool.placement == "workload" and self.groups is not None,
+            batch_linger_s=s.placement.batch_linger_s))
         self.fleet.on_state_change(lambda _cluster: self.cpu_sharer.refresh())
         self.metrics.watch_fleet(lambda: ((c.size.name, c.state.value) for c in self.fleet.clusters()),
                                  self.fleet.core_seconds)
@@ -241,16 +245,20 @@ class Sparkfleet:
             general_runtime=lambda: self.runtimes.general().name,
         )
 
-    def _cpu_sharing_settings(self) -> CpuShareSettings:
-        """CPU sharing runs with workload placement, when this process may restore priorities."""
-        s = self.settings
-        wanted = s.placement.cpu_sharing and s.pool.placement == "workload" and s.pool.provisioner == "local"
-        if wanted and not can_restore_priority():
-            log.warning("CPU sharing is off: sparkfleet may not lower a nice value it raised (it needs root, "
-                        "CAP_SYS_NICE or RLIMIT_NICE >= 20); each cluster keeps to its own CPUs")
-            wanted = False
-        return CpuShareSettings(enabled=wanted, batch_nice=s.placement.batch_nice,
-                                batch_linger_s=s.placement.batch_linger_s)
+    def _open_groups(self) -> ClusterGroups | None:
+        """Each local cluster's control group (fleet/cgroups.py), or None, said once, where the
+        kernel's control groups cannot be written."""
+        if self.settings.pool.provisioner != "local":
+            return None
+        try:
+            groups = ClusterGroups.open(os.sched_getaffinity(0))
+            self.cpu_isolation = f"control groups (cgroup v{groups.version})"
+            return groups
+        except GroupsUnavailable as exc:
+            self.cpu_isolation = f"off: {exc}"
+            log.warning("clusters run without control groups (%s): they share the CPUs with equal weight, and "
+                        "batch work is not kept behind interactive work. Run sparkfleet as root to isolate them", exc)
+            return None
 
     def _count_placement(self, op: Operation) -> None:
         traits = op.traits
@@ -327,6 +335,8 @@ class Sparkfleet:
             await asyncio.gather(self._rollout_task, return_exceptions=True)
         if hasattr(self, "fleet"):
             await self.fleet.shutdown()
+        if self.groups is not None:
+            self.groups.close()
         if self.catalog is not None:
             await self.catalog.stop()
         if self._backends is not None:

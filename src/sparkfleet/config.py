@@ -89,13 +89,10 @@ class PlacementSettings(_Strict):
     # Watchdog: a query this many times slower than expected (after runaway_min_s) is a runaway.
     runaway_factor: float = Field(default=10.0, gt=1)
     runaway_min_s: float = Field(default=10.0, ge=0)
-    # Local clusters running only batch work also run on the other clusters' CPUs at the lowest
-    # priority (policy/cpu_share.py); interactive work borrows batch clusters' CPUs ahead of them.
-    # Needs permission to lower a nice value again (root or CAP_SYS_NICE); off without it, and
-    # off unless placement is "workload". Each cluster then runs twice its cores in task slots.
+    # Local clusters running only batch work get only CPU time nothing else wants (the idle class
+    # of their control group, policy/cpu_share.py); every other cluster competes by the weight of
+    # its cores. Needs writable control groups (root); off unless placement is "workload".
     cpu_sharing: bool = True
-    # The nice value batch-only clusters run at.
-    batch_nice: int = Field(default=19, ge=1, le=19)
 
 
 class AutoscalerSettings(_Strict):

@@ -340,12 +340,9 @@ def test_cluster_is_a_private_loopback_server_with_a_token(fleet):
     with open(f"/proc/{cluster['pid']}/cmdline", "rb") as f:
         cmdline = f.read().decode()
     assert "authenticate.token" not in cmdline
-    # Task slots: its cores, or with CPU sharing (which needs leave to restore priorities) twice
-    # its cores up to the machine's CPUs, to run on CPUs other clusters leave idle.
-    from sparkfleet.fleet.cpu_control import can_restore_priority
-
+    # Task slots: twice its cores up to the machine's CPUs, to run on CPUs the pool leaves idle.
     cores = cluster["cores"]
-    slots = max(cores, min(len(os.sched_getaffinity(0)), 2 * cores)) if can_restore_priority() else cores
+    slots = max(cores, min(len(os.sched_getaffinity(0)), 2 * cores))
     assert f"local[{slots}]" in cmdline and f"{cluster['memory_mb']}m" in cmdline
     allowed = os.sched_getaffinity(cluster["pid"])
     assert allowed == {int(c) for c in cluster["cpus"].split(",")}

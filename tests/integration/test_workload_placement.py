@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pyspark.errors import PySparkException
 
-from sparkfleet.fleet.cpu_control import autogroup_nice, can_restore_priority, process_tree_threads, thread_share
+from sparkfleet.fleet.cgroups import SYSFS_CGROUP
 from sparkfleet.gateway.queue_status import queue_info
 from sparkfleet.testing.process import (
     FIXED_FLEET,
@@ -212,27 +212,35 @@ def test_an_interactive_query_past_its_budget_makes_its_workload_batch(pool):
             again_thread.join(60)
 
 
-def _kernel_shares(pid: int) -> set[tuple[tuple[int, ...], int]]:
-    """(CPU set, nice) of every thread of a cluster's process tree, as the kernel has them."""
-    return {thread_share(tid) for tid in process_tree_threads(pid)}
+def _kernel_cpu_class(pid: int) -> tuple[str, int] | None:
+    """(cpu group, cpu.idle) of a process as the kernel has them; None on a machine without the
+    cgroup v1 cpu hierarchy (the groups are then checked through the API only)."""
+    if not (SYSFS_CGROUP / "cpu" / "cpu.shares").is_file():
+        return None
+    with open(f"/proc/{pid}/cgroup") as f:
+        groups = dict(line.strip().split(":", 2)[1:] for line in f)
+    group = groups.get("cpu", "/")
+    idle = SYSFS_CGROUP / "cpu" / group.lstrip("/") / "cpu.idle"
+    return group, int(idle.read_text()) if group != "/" else -1
 
 
 def _clusters(proc: SparkfleetProcess) -> dict[str, dict]:
     return {c["id"]: c for c in proc.api("/api/clusters?history=0") if c["state"] == "ready"}
 
 
-def test_a_batch_cluster_borrows_idle_cpus_at_the_lowest_priority_and_gives_them_back(pool):
+def test_a_batch_cluster_gets_only_cpu_time_nothing_else_wants_and_gives_it_back(pool):
     def quiet():  # earlier tests' batch work has ended and its linger run out
         rows = _clusters(pool)
-        return rows if all(not r["work"] and r["cpu_share"] and r["cpu_share"]["nice"] == 0 for r in rows.values()) else None
+        return rows if all(not r["work"] and r["cpu_share"] and not r["cpu_share"]["idle"] for r in rows.values()) else None
 
     rows = wait_until(quiet, 60, what="idle clusters")
-    if not can_restore_priority():  # the documented fallback: no sharing, each cluster on its own CPUs
+    if pool.api("/api/health")["cpu_isolation"].startswith("off"):  # the documented fallback
         for row in rows.values():
-            assert row["cpu_share"]["cpus"] == [int(c) for c in row["cpus"].split(",")]
-            assert "CPU sharing is off" in row["cpu_share"]["reason"]
+            assert row["cpu_share"]["group"] is None and "CPU sharing is off" in row["cpu_share"]["reason"]
         return
-    every_cpu = sorted({int(cpu) for c in rows.values() for cpu in c["cpus"].split(",")})
+    for row in rows.values():  # every cluster in a group of its own, weighted by its cores
+        assert row["cpu_share"]["shares"] == 1024 * row["cores"] and row["cpu_share"]["group"].endswith(row["id"])
+        assert _kernel_cpu_class(row["pid"]) in (None, (row["cpu_share"]["group"], 0))
     with spark_session(pool.url) as etl, spark_session(pool.url) as analyst:
         etl.conf.set("sparkfleet.profile", "batch")
         analyst.conf.set("sparkfleet.profile", "interactive")
@@ -245,28 +253,25 @@ def test_a_batch_cluster_borrows_idle_cpus_at_the_lowest_priority_and_gives_them
 
             def shares_settled():  # the sharer sets them just after the placement
                 rows = _clusters(pool)
-                return rows if rows[batch_id]["cpu_share"] and rows[batch_id]["cpu_share"]["nice"] == 19 else None
+                return rows if rows[batch_id]["cpu_share"] and rows[batch_id]["cpu_share"]["idle"] else None
 
             rows = wait_until(shares_settled, 30, what="the batch cluster's CPU share")
             batch, other = rows[batch_id], rows[other_id]
-            assert batch["cpu_share"]["cpus"] == every_cpu and "only batch work" in batch["cpu_share"]["reason"]
-            assert _kernel_shares(batch["pid"]) == {(tuple(every_cpu), 19)}
-            assert autogroup_nice(batch["pid"]) in (19, None)  # None: a kernel without autogroups
-            own = tuple(int(cpu) for cpu in other["cpus"].split(","))
-            assert other["cpu_share"] == {"cpus": list(own), "nice": 0, "reason": "idle: its own CPUs"}
-            assert _kernel_shares(other["pid"]) == {(own, 0)}
+            assert "only batch work" in batch["cpu_share"]["reason"]
+            assert _kernel_cpu_class(batch["pid"]) in (None, (batch["cpu_share"]["group"], 1))
+            assert not other["cpu_share"]["idle"] and other["cpu_share"]["reason"].startswith("idle:")
+            assert _kernel_cpu_class(other["pid"]) in (None, (other["cpu_share"]["group"], 0))
 
-            # An interactive query on the other cluster runs on its own CPUs and the batch
-            # cluster's, at normal priority, while it lasts.
+            # An interactive query on the other cluster competes at its full weight while it runs.
             slow, slow_box = run_in_thread(
                 lambda: analyst.range(0, 400_000_000, 1, 2).selectExpr("sum(id % 7)").collect())
 
             def interactive_share():
                 share = _clusters(pool)[other_id]["cpu_share"]
-                return share if share and share["cpus"] == every_cpu else None
+                return share if share["reason"].startswith("interactive") else None
 
-            share = wait_until(interactive_share, 60, what="the interactive cluster's borrowed CPUs")
-            assert share["nice"] == 0 and "interactive work" in share["reason"]
+            share = wait_until(interactive_share, 60, what="the interactive cluster's share")
+            assert not share["idle"] and share["shares"] == 1024
             slow.join(120)
             assert slow_box["result"][0][0] == sum(i % 7 for i in range(7)) * (400_000_000 // 7) + sum(range(400_000_000 % 7))
         finally:
@@ -274,11 +279,9 @@ def test_a_batch_cluster_borrows_idle_cpus_at_the_lowest_priority_and_gives_them
             thread.join(60)
         assert "error" in box  # interrupted, as intended
 
-        def back_home():  # batch_linger_s after the batch work ended
+        def back():  # batch_linger_s after the batch work ended
             row = _clusters(pool)[batch_id]
-            return row if row["cpu_share"]["nice"] == 0 else None
+            return row if not row["cpu_share"]["idle"] else None
 
-        row = wait_until(back_home, 60, what="the batch cluster to return to its own CPUs")
-        own = tuple(int(cpu) for cpu in row["cpus"].split(","))
-        assert row["cpu_share"]["cpus"] == list(own)
-        assert _kernel_shares(row["pid"]) == {(own, 0)}
+        row = wait_until(back, 60, what="the batch cluster to leave the idle class")
+        assert _kernel_cpu_class(row["pid"]) in (None, (row["cpu_share"]["group"], 0))

@@ -1,17 +1,12 @@
-"""The CPU-sharing policy over synthetic fleets, and the mechanism on a real child process."""
+"""The CPU-sharing policy over synthetic fleets."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sparkfleet.fleet.cpu_control import apply_cpu_share, autogroup_nice, can_restore_priority, process_tree_threads, thread_share
 from sparkfleet.fleet.model import ClusterState, ClusterView, Profile, RunningWork, SizeClass
 from sparkfleet.policy.cpu_share import CpuShareSettings, plan_cpu_shares
 
@@ -54,90 +49,42 @@ def _batch_only(c: ClusterView) -> bool:
 
 
 @given(fleets())
-def test_normal_priority_never_runs_on_another_normal_clusters_cpus_and_batch_yields_everywhere(clusters) -> None:
+def test_batch_only_clusters_take_only_idle_cpu_time_and_the_rest_compete_by_their_cores(clusters) -> None:
     shares = plan_cpu_shares(clusters, NOW, SETTINGS)
     running = [c for c in clusters if c.state is ClusterState.READY]
     assert set(shares) == {c.id for c in running}
-    every_cpu = tuple(sorted({cpu for c in running for cpu in c.cpus}))
     for c in running:
-        share = shares[c.id]
-        assert set(c.cpus) <= set(share.cpus)  # a cluster always keeps its own CPUs
-        if _batch_only(c):
-            assert share.nice == SETTINGS.batch_nice and share.cpus == every_cpu
-        else:
-            assert share.nice == 0
-            for other in running:
-                if other.id != c.id and not _batch_only(other):
-                    # Interactive and idle clusters never intrude on each other's own CPUs.
-                    assert not set(other.cpus) & set(share.cpus)
+        assert shares[c.id].shares == 1024 * c.size.cores
+        assert shares[c.id].idle == _batch_only(c)
 
 
 @given(fleets())
-def test_sharing_off_keeps_every_cluster_on_its_own_cpus_at_normal_priority(clusters) -> None:
+def test_sharing_off_leaves_every_cluster_at_the_weight_of_its_cores(clusters) -> None:
     shares = plan_cpu_shares(clusters, NOW, CpuShareSettings(enabled=False))
     for c in clusters:
         if c.id in shares:
-            assert shares[c.id].cpus == c.cpus and shares[c.id].nice == 0
+            assert shares[c.id].shares == 1024 * c.size.cores and not shares[c.id].idle
+            assert "CPU sharing is off" in shares[c.id].reason
 
 
 def test_etl_beside_interactive_work_the_picture_bench_mixed_runs() -> None:
     etl, analyst = view("a", (0,), work(Profile.BATCH)), view("b", (1,), work(Profile.INTERACTIVE))
     shares = plan_cpu_shares([etl, analyst], NOW)
-    assert (shares["a"].cpus, shares["a"].nice) == ((0, 1), 19)
-    assert (shares["b"].cpus, shares["b"].nice) == ((0, 1), 0)
-    # Between interactive queries the analyst's cluster keeps to its own CPU; the ETL still has both.
+    assert shares["a"].idle and "only batch work" in shares["a"].reason
+    assert not shares["b"].idle and shares["b"].reason.startswith("interactive")
+    # Between interactive queries the analyst's cluster is idle, at its own weight; the ETL stays behind.
     shares = plan_cpu_shares([etl, dataclasses.replace(analyst, work=())], NOW)
-    assert (shares["b"].cpus, shares["b"].nice) == ((1,), 0)
-    assert (shares["a"].cpus, shares["a"].nice) == ((0, 1), 19)
+    assert not shares["b"].idle and shares["b"].reason.startswith("idle")
+    assert shares["a"].idle
 
 
 def test_a_pipeline_between_queries_keeps_its_share_until_the_linger_ends() -> None:
     between = view("a", (0,), batch_ended_at=NOW - 1)
-    assert plan_cpu_shares([between, view("b", (1,))], NOW)["a"].nice == 19
-    assert plan_cpu_shares([between, view("b", (1,))], NOW + SETTINGS.batch_linger_s)["a"].cpus == (0,)
+    assert plan_cpu_shares([between, view("b", (1,))], NOW)["a"].idle
+    assert not plan_cpu_shares([between, view("b", (1,))], NOW + SETTINGS.batch_linger_s)["a"].idle
 
 
-def test_a_cluster_running_both_kinds_of_work_stays_at_normal_priority() -> None:
-    mixed = view("a", (0,), work(Profile.BATCH), work(Profile.INTERACTIVE, 1))
+def test_a_cluster_running_both_kinds_of_work_competes_at_its_full_weight() -> None:
+    mixed = view("a", (0, 1), work(Profile.BATCH), work(Profile.INTERACTIVE, 1))
     share = plan_cpu_shares([mixed, view("b", (1,))], NOW)["a"]
-    assert (share.cpus, share.nice) == ((0,), 0)
-
-
-# ---- the mechanism, on a real child process -------------------------------------------------------
-
-_CHILD = "import threading, time\nfor _ in range(3): threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\nprint('up', flush=True)\ntime.sleep(60)\n"
-
-
-@pytest.fixture
-def child():
-    # In a session of its own, as clusters are: its scheduling autogroup is its own to set.
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_every_thread_of_a_process_gets_the_cpu_set_and_nice_value(child) -> None:
-    cpus = tuple(sorted(os.sched_getaffinity(0)))
-    threads = process_tree_threads(child.pid)
-    assert len(threads) == 4  # the main thread and three sleepers
-    assert apply_cpu_share(child.pid, cpus[:1], 19) == 4
-    assert {thread_share(t) for t in threads} == {(cpus[:1], 19)}
-    assert autogroup_nice(child.pid) in (19, None)  # None: the kernel has no autogroups
-    if can_restore_priority():
-        assert apply_cpu_share(child.pid, cpus, 0) == 4
-        assert {thread_share(t) for t in threads} == {(cpus, 0)}
-        assert autogroup_nice(child.pid) in (0, None)
-    else:
-        with pytest.raises(PermissionError):
-            apply_cpu_share(child.pid, cpus, 0)
-
-
-def test_a_process_that_is_gone_has_no_threads_to_set() -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    assert process_tree_threads(proc.pid) == []
-    assert apply_cpu_share(proc.pid, (0,), 5) == 0
+    assert (share.shares, share.idle) == (2048, False)

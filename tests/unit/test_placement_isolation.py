@@ -156,16 +156,21 @@ def test_memory_budget_queues_a_query_that_would_not_fit_next_to_others() -> Non
     assert isinstance(alone, RunOn)
 
 
-def test_stale_load_reading_is_unknown_not_idle() -> None:
+def test_a_stale_reading_is_unknown_while_anything_runs_but_an_idle_one_stays_true() -> None:
     fresh_idle = LoadReading(NOW - 1, active_tasks=0, task_slots=1)
     stale_idle = LoadReading(NOW - 60, active_tasks=0, task_slots=1)
     stale_busy = LoadReading(NOW - 60, active_tasks=5, task_slots=1)
     fresh_busy = LoadReading(NOW - 1, active_tasks=1, task_slots=1)
-    # Fresh idle beats stale idle ("b" < "z" would otherwise win on id).
-    fleet = FleetSnapshot((view("b", load=stale_idle), view("z", load=fresh_idle)))
+    # A cluster read idle with nothing placed on it since is idle, however old the reading (the
+    # poller does not read idle clusters again): it beats a busy one.
+    fleet = FleetSnapshot((view("b", load=fresh_busy), view("z", load=stale_idle)))
+    decision = place_query(request(Profile.INTERACTIVE), fleet, NOW)
+    assert isinstance(decision, RunOn) and decision.cluster_id == "z" and "1 of 1 task slot(s) free" in decision.reason
+    # With work placed there, a stale reading is unknown, and a fresh idle one wins over it.
+    running = work(Profile.INTERACTIVE, 1)
+    fleet = FleetSnapshot((view("b", running, load=stale_idle), view("z", running, load=fresh_idle)))
     decision = place_query(request(Profile.INTERACTIVE), fleet, NOW)
     assert isinstance(decision, RunOn) and decision.cluster_id == "z"
-    assert "1 of 1 task slot(s) free" in decision.reason
     # A stale busy reading is not trusted either way; a fresh busy one is avoided.
     fleet = FleetSnapshot((view("b", load=fresh_busy), view("z", load=stale_busy)))
     decision = place_query(request(Profile.INTERACTIVE), fleet, NOW)

@@ -51,6 +51,7 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
                 "sessions": app.sessions.open_count(),
                 "gateway": app.gateway_url,
                 "catalog": app.catalog.describe() if app.catalog is not None else None,
+                "cpu_isolation": app.cpu_isolation,
             }
         )
 
@@ -87,10 +88,11 @@ def build_admin_app(app: "Sparkfleet") -> Starlette:
                 "active_tasks": load.active_tasks, "task_slots": load.task_slots,
                 "heap_used_bytes": load.heap_used_bytes, "heap_max_bytes": load.heap_max_bytes,
             }
-            # The CPUs its threads may run on now and their nice value (fleet/cpu_sharing.py).
+            # How its control group competes for CPU time now (fleet/cpu_sharing.py).
             share = app.cpu_sharer.share_of(row["id"]) if cluster else None
             row["cpu_share"] = None if share is None else {
-                "cpus": list(share.cpus), "nice": share.nice, "reason": share.reason,
+                "shares": share.shares, "idle": share.idle, "reason": share.reason,
+                "group": app.groups.group_of(row["id"]) if app.groups is not None else None,
             }
         return JSONResponse(rows)
 

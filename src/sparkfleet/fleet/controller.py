@@ -107,12 +107,8 @@ class FleetController:
         clock: Clock,
         progress: ProgressCallback | None = None,
         cluster_conf: dict[str, str] | None = None,
-        borrows_cpus: bool = False,
     ) -> None:
         self._settings = settings
-        # Clusters may run on other clusters' idle CPUs (fleet/cpu_sharing.py): give them the
-        # task slots to use them.
-        self._borrows_cpus = borrows_cpus
         # Confs every cluster gets from sparkfleet itself (e.g. the shared catalog's address);
         # the pool's own spark_conf comes after them and wins.
         self._cluster_conf = dict(cluster_conf or {})
@@ -177,7 +173,7 @@ class FleetController:
             id=f"{size.name.lower()}-{secrets.token_hex(3)}",
             size=size,
             runtime=spark,
-            cpus=self._allocate_cpus(size.cores),
+            cpus=tuple(self._cpus),
             created_at=self._clock.now(),
         )
         self._clusters[cluster.id] = cluster
@@ -188,9 +184,10 @@ class FleetController:
             id=cluster.id,
             size=size,
             runtime=spark,
-            cpus=cluster.cpus,
             spark_conf={**self._cluster_conf, **self._settings.pool.spark_conf},
-            task_slots=max(size.cores, min(len(self._cpus), 2 * size.cores)) if self._borrows_cpus else None,
+            # Every cluster may run on idle CPUs of the pool (policy/cpu_share.py): twice its
+            # cores in task slots use them, as far as the pool has them.
+            task_slots=max(size.cores, min(len(self._cpus), 2 * size.cores)),
             warm_up=warm_up and self._settings.pool.warm_up,
         )
         started_at = self._clock.monotonic()
@@ -285,16 +282,6 @@ class FleetController:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _allocate_cpus(self, cores: int) -> tuple[int, ...]:
-        """The least-used CPUs first, so clusters get disjoint CPU sets while the machine allows."""
-        usage = {cpu: 0 for cpu in self._cpus}
-        for c in self._clusters.values():
-            if c.state in ALIVE:
-                for cpu in c.cpus:
-                    usage[cpu] = usage.get(cpu, 0) + 1
-        chosen = sorted(usage, key=lambda cpu: (usage[cpu], cpu))[: min(cores, len(usage))]
-        return tuple(sorted(chosen))
 
     def _set_state(self, cluster: Cluster, new: ClusterState, reason: str) -> None:
         check_transition(cluster.id, cluster.state, new)

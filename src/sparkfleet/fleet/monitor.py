@@ -354,8 +354,9 @@ async def fetch_app_id(ui_base_url: str, *, client: httpx.AsyncClient | None = N
 class ClusterLoadPoller:
     """Keeps the latest :class:`ClusterLoad` of every live cluster, read every ``interval_s``.
 
-    ``ui_urls`` returns the clusters to poll now (cluster id -> UI base URL); with none, nothing
-    is requested. Readings of clusters that left the list are dropped. Each cluster is polled on
+    ``ui_urls`` returns the live clusters (cluster id -> UI base URL), ``needs_reading`` which of
+    them to read this time; with none, nothing is requested. Readings of clusters that left the
+    list are dropped. Each cluster is polled on
     its own, one request set in flight at a time, so a hung cluster delays only its own reading;
     a cluster that does not answer keeps its last reading, which ages: the policy decides when
     it is too old. Polling never raises into the event loop; ``stop()`` cancels it.
@@ -370,8 +371,11 @@ class ClusterLoadPoller:
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         max_parallel: int = _MAX_PARALLEL_REQUESTS,
         client: httpx.AsyncClient | None = None,
+        needs_reading: Callable[[str, "ClusterLoad | None"], bool] | None = None,
     ) -> None:
         self._ui_urls = ui_urls
+        # Whether a listed cluster is read this time (cluster id, its latest reading); default: always.
+        self._needs_reading = needs_reading or (lambda _cluster_id, _latest: True)
         self._clock = clock
         self._interval_s = interval_s
         self._request_timeout_s = request_timeout_s
@@ -409,6 +413,8 @@ class ClusterLoadPoller:
         while True:
             try:
                 for cluster_id, url in self._current_clusters().items():
+                    if not self._needs_reading(cluster_id, self._readings.get(cluster_id)):
+                        continue
                     task = self._in_flight.get(cluster_id)
                     if task is None or task.done():  # the previous poll of a slow cluster still runs
                         self._in_flight[cluster_id] = asyncio.create_task(self._poll(cluster_id, url))

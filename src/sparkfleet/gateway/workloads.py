@@ -1,11 +1,14 @@
 """What the fleet learns while it runs: each query's observed cost, and each cluster's load.
 
 After an ExecutePlan ends, its cost (task time, CPU, peak execution memory, spill, shuffle,
-input) is read from its cluster's Spark REST API in the background and recorded under the
-query's workload fingerprint; the next estimate of that workload uses it. Meanwhile every
-cluster's load is read every ``poll_s`` seconds and copied onto the cluster for the placement
-policy; a change in busy task slots re-evaluates the queries waiting for a cluster. Spark jobs
-an interrupted or failed query left running are cancelled (``_reap_jobs``).
+input) comes from the log its cluster's query-cost listener writes (``fleet/query_costs.py``),
+read once a second while queries await their cost, and is recorded under the query's workload
+fingerprint; the next estimate of that workload uses it. No call reaches the cluster for it.
+A cluster's load is read from its Spark REST API every ``poll_s`` seconds while a placement
+decision can use it: while work runs there, and once after work ended (an idle cluster's last
+reading stays true); it is copied onto the cluster for the placement policy, and a change in busy
+task slots re-evaluates the queries waiting for a cluster. Spark jobs an interrupted or failed
+query left running are cancelled (``_reap_jobs``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import httpx
@@ -21,13 +25,15 @@ from sparkfleet.clock import Clock
 from sparkfleet.fleet.controller import Cluster, FleetController
 from sparkfleet.fleet.model import ALIVE, LoadReading
 from sparkfleet.fleet.monitor import (
+    ClusterLoad,
     ClusterLoadPoller,
+    QueryMetrics,
     fetch_app_id,
-    fetch_query_metrics,
     kill_job,
     running_jobs_of_operation,
     ui_base_url,
 )
+from sparkfleet.fleet.query_costs import CostLog, OperationCost, add_line
 from sparkfleet.plan.cost import ObservedCost
 from sparkfleet.store import Database
 from sparkfleet.policy.sizing import SizedRun, memory_floor_mb
@@ -36,7 +42,11 @@ from sparkfleet.store.history import OUT_OF_MEMORY, WorkloadRun, observed_cost, 
 log = logging.getLogger(__name__)
 
 _MAX_CACHED_FINGERPRINTS = 50_000
-_COST_READS_AT_ONCE = 2
+# Costs are read in batches: once this often while queries await theirs.
+_COST_READ_EVERY_S = 1.0
+# A query whose operation's end line has not come by then is recorded with what has.
+_COST_SETTLE_S = 10.0
+_MAX_UNCLAIMED_COSTS = 10_000
 # Seconds after an operation ended, and between, at which its still-running jobs are cancelled.
 _REAP_AFTER_S = (3.0, 10.0)
 
@@ -47,19 +57,22 @@ class WorkloadObserver:
         self._fleet = fleet
         self._clock = clock
         self._poll_s = poll_s
-        self._poller = ClusterLoadPoller(self._ui_urls, clock, interval_s=poll_s)
+        self._poller = ClusterLoadPoller(self._ui_urls, clock, interval_s=poll_s, needs_reading=self._needs_reading)
         self._costs: dict[str, ObservedCost | None] = {}
         self._floors: dict[str, int] = {}
         self._app_ids: dict[str, str] = {}
         self._client: httpx.AsyncClient | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._reapers: set[asyncio.Task[None]] = set()  # cancelled at stop: they only wait and check
         self._copier: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[], None]] = []
-        # Costs are read after the fact, a few at a time: a burst of finished queries must not
-        # flood the clusters' UIs (they accept few connections at once).
-        self._reading = asyncio.Semaphore(_COST_READS_AT_ONCE)
         self._reaped_listeners: list[Callable[[], None]] = []
+        # Queries awaiting their cost, by (session id, operation id); per cluster, its cost log and
+        # what it said so far of operations (lines may come before the query's end is known here).
+        self._awaiting: dict[tuple[str, str], _AwaitedCost] = {}
+        self._cost_logs: dict[str, CostLog] = {}
+        self._costs_seen: dict[str, dict[tuple[str, str], OperationCost]] = {}
+        self._costs_awaited = asyncio.Event()
+        self._collector: asyncio.Task[None] | None = None
 
     # ---- workload history ----------------------------------------------------------------------
 
@@ -95,7 +108,7 @@ class WorkloadObserver:
         self._record(dataclasses.replace(run, outcome=OUT_OF_MEMORY))
 
     def query_finished(self, cluster: Cluster | None, run: WorkloadRun, session_id: str) -> None:
-        """Record a finished query; a successful one's cost is fetched from its cluster first."""
+        """Record a finished query; a successful one once its cluster's listener told its cost."""
         if not run.fingerprint:
             return
         handle = cluster.handle if cluster is not None else None
@@ -105,10 +118,15 @@ class WorkloadObserver:
                 self._spawn(self._reap_jobs(handle.ui_port, cluster.id, run.query_id, session_id),  # type: ignore[union-attr]
                             self._reapers)
             return
-        self._spawn(self._measure(handle.ui_port, cluster.id, run, session_id))
+        if handle.costs_dir is None:  # a cluster without the listener: no cost to wait for
+            self._record(run)
+            return
+        self._cost_logs.setdefault(cluster.id, CostLog(handle.costs_dir))  # type: ignore[union-attr]
+        self._awaiting[(session_id, run.query_id)] = _AwaitedCost(
+            cluster.id, run, self._clock.monotonic() + _COST_SETTLE_S)  # type: ignore[union-attr]
+        self._costs_awaited.set()
 
-    def _spawn(self, coro, tasks: set[asyncio.Task[None]] | None = None) -> None:  # type: ignore[no-untyped-def]
-        tasks = self._tasks if tasks is None else tasks
+    def _spawn(self, coro, tasks: set[asyncio.Task[None]]) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.get_running_loop().create_task(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -138,29 +156,42 @@ class WorkloadObserver:
             except (httpx.HTTPError, TimeoutError, ValueError, KeyError, TypeError) as exc:
                 log.debug("could not check query %s's jobs on %s: %r", query_id, cluster_id, exc)
 
-    async def _measure(self, ui_port: int, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
-        url = ui_base_url(ui_port)
-        async with self._reading:
-            await self._measure_now(url, cluster_id, run, session_id)
+    async def _collect_costs(self) -> None:
+        """Read the cost logs once a second while queries await their cost."""
+        while True:
+            await self._costs_awaited.wait()
+            await asyncio.sleep(_COST_READ_EVERY_S)
+            try:
+                self._read_costs(settle_all=False)
+            except Exception:  # the history is an optimisation: never let it stop
+                log.exception("reading query costs failed")
+            if not self._awaiting:
+                self._costs_awaited.clear()
 
-    async def _measure_now(self, url: str, cluster_id: str, run: WorkloadRun, session_id: str) -> None:
-        try:
-            metrics = await fetch_query_metrics(url, session_id, run.query_id, client=self._http(),
-                                                app_id=await self._app_id(cluster_id, url))
-        except Exception:  # the history is an optimisation: never let it hurt the query
-            log.warning("could not read the cost of query %s from %s", run.query_id, url, exc_info=True)
-            metrics = None
-        if metrics is not None:
-            run = dataclasses.replace(
-                run,
-                task_ms=metrics.task_ms,
-                cpu_ms=metrics.cpu_ms,
-                peak_execution_memory=metrics.peak_execution_memory,
-                spilled_bytes=metrics.spilled_bytes,
-                shuffle_bytes=metrics.shuffle_bytes,
-                input_bytes=metrics.input_bytes,
-            )
-        self._record(run)
+    def _read_costs(self, settle_all: bool) -> None:
+        """Fold new cost lines in; record the awaiting queries whose operation has ended (or
+        whose time is up, or all of them with ``settle_all``)."""
+        now = self._clock.monotonic()
+        for cluster_id in {a.cluster_id for a in self._awaiting.values()}:
+            seen = self._costs_seen.setdefault(cluster_id, {})
+            for line in self._cost_logs[cluster_id].read_new():
+                add_line(seen, line)
+        for key, awaited in list(self._awaiting.items()):
+            seen = self._costs_seen.get(awaited.cluster_id, {})
+            cost = seen.get(key)
+            if (cost is None or not cost.ended) and now < awaited.settle_by and not settle_all:
+                continue
+            del self._awaiting[key]
+            seen.pop(key, None)
+            self._record(awaited.run if cost is None else _with_cost(awaited.run, cost.metrics))
+        live = {c.id for c in self._fleet.clusters() if c.state in ALIVE}
+        for cluster_id, seen in list(self._costs_seen.items()):
+            if cluster_id not in live and all(a.cluster_id != cluster_id for a in self._awaiting.values()):
+                del self._costs_seen[cluster_id]
+                self._cost_logs.pop(cluster_id, None)
+            elif len(seen) > _MAX_UNCLAIMED_COSTS:  # operations nobody awaits (failed, not fingerprinted)
+                for key in [k for k, c in seen.items() if c.ended and k not in self._awaiting]:
+                    del seen[key]
 
     def _record(self, run: WorkloadRun) -> None:
         record_run(self._db, run)
@@ -196,8 +227,18 @@ class WorkloadObserver:
             if c.state in ALIVE and c.handle is not None
         }
 
+    def _needs_reading(self, cluster_id: str, latest: ClusterLoad | None) -> bool:
+        """Whether a placement decision can use a new reading of the cluster: while work runs
+        there (or its last reading showed tasks running), and once after work ended there; an
+        idle cluster's idle reading stays true (policy/placement.py ``_fresh_load``)."""
+        cluster = self._fleet.get(cluster_id)
+        if cluster is None or latest is None or cluster.work or latest.active_tasks:
+            return True
+        return cluster.work_ended_at is not None and latest.observed_at < cluster.work_ended_at
+
     def start(self) -> None:
         self._poller.start()
+        self._collector = asyncio.get_running_loop().create_task(self._collect_costs(), name="sparkfleet-query-costs")
         self._copier = asyncio.get_running_loop().create_task(self._copy_readings(), name="sparkfleet-load-copier")
 
     async def _copy_readings(self) -> None:
@@ -223,14 +264,33 @@ class WorkloadObserver:
                     listener()
 
     async def stop(self) -> None:
-        if self._copier is not None:
-            self._copier.cancel()
-            await asyncio.gather(self._copier, return_exceptions=True)
+        for task in (self._copier, self._collector):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self._poller.stop()
         for reaper in list(self._reapers):
             reaper.cancel()
         await asyncio.gather(*self._reapers, return_exceptions=True)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._read_costs(settle_all=True)  # what the logs say by now, for every query still waiting
         if self._client is not None:
             await self._client.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _AwaitedCost:
+    cluster_id: str
+    run: WorkloadRun
+    settle_by: float  # monotonic: recorded with what is known by then
+
+
+def _with_cost(run: WorkloadRun, metrics: QueryMetrics) -> WorkloadRun:
+    return dataclasses.replace(
+        run,
+        task_ms=metrics.task_ms,
+        cpu_ms=metrics.cpu_ms,
+        peak_execution_memory=metrics.peak_execution_memory,
+        spilled_bytes=metrics.spilled_bytes,
+        shuffle_bytes=metrics.shuffle_bytes,
+        input_bytes=metrics.input_bytes,
+    )

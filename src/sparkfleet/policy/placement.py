@@ -254,13 +254,17 @@ def _refusal(
 
 
 def _fresh_load(cluster: ClusterView, now: float, settings: PlacementSettings):  # type: ignore[no-untyped-def]
-    """The cluster's load reading if it still says what runs there: not stale, and not taken
-    before work last ended there (it would count the tasks of a query that is over, and a
-    pipeline sends its next query well within one polling interval)."""
+    """The cluster's load reading if it still says what runs there: not taken before work last
+    ended there (it would count the tasks of a query that is over, and a pipeline sends its next
+    query well within one polling interval), and not stale while anything runs there. An idle
+    reading of a cluster with no work placed and none ended since stays true however old (idle
+    clusters are not read again until something changes there)."""
     load = cluster.load
-    if load is None or now - load.observed_at > settings.stale_after_s:
+    if load is None:
         return None
     if cluster.work_ended_at is not None and load.observed_at < cluster.work_ended_at:
+        return None
+    if (cluster.work or load.active_tasks) and now - load.observed_at > settings.stale_after_s:
         return None
     return load
 

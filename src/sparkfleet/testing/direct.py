@@ -22,7 +22,6 @@ class DirectServer(ServerJvm):
             id="direct",
             size=SizeClass("direct", cores, memory_mb),
             runtime=installed_pyspark_runtime(),
-            cpus=(),
             spark_conf=spark_conf or {},
         )
         self._provisioner = LocalProvisioner(self.workdir, 180, 10)

@@ -1,15 +1,17 @@
 """The ``local`` provisioner: Spark Connect servers as child processes of this machine.
 
 Each cluster is one JVM started with ``spark-submit --class ...SparkConnectServer`` from a
-runtime's Spark home, with its own gRPC port, heap, ``local[N]`` cores and CPU set, bound to
-loopback and protected by a token only the gateway knows. The JVM gets a parent-death signal
-(``setpriv --pdeathsig KILL``) so it dies with sparkfleet even if sparkfleet is killed, and its
-own process group so a stop takes its Python workers with it.
+runtime's Spark home, with its own gRPC port, heap and ``local[N]`` task slots, bound to loopback
+and protected by a token only the gateway knows. The JVM gets a parent-death signal (``setpriv
+--pdeathsig KILL``) so it dies with sparkfleet even if sparkfleet is killed, its own process group
+so a stop takes its Python workers with it, and, where the kernel's control groups are writable,
+a group of its own (``fleet/cgroups.py``) that the CPU policy sets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
@@ -26,8 +28,10 @@ from typing import Callable
 import grpc
 
 from sparkfleet.errors import ClusterStartFailed, EnvironmentProblem
+from sparkfleet.fleet.cgroups import ClusterGroups
 from sparkfleet.fleet.model import SizeClass
 from sparkfleet.fleet.provisioners.warmup import warm_up
+from sparkfleet.fleet.query_costs import build_listener, listener_conf
 from sparkfleet.fleet.runtimes import Runtime
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -49,6 +53,7 @@ _SCRUBBED_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_CONNECT_TE
                  "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "SPARK_LOCAL_DIRS")
 
 ProgressCallback = Callable[[str, str], None]
+log = logging.getLogger(__name__)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -88,10 +93,9 @@ class ClusterSpec:
     id: str
     size: SizeClass
     runtime: Runtime
-    cpus: tuple[int, ...]
     spark_conf: dict[str, str] = field(default_factory=dict)
     # Tasks it runs at once (``local[N]``); None: one per core. More than its cores when it may
-    # borrow idle CPUs of other clusters (fleet/cpu_sharing.py).
+    # use idle CPUs of the pool (fleet/cpu_sharing.py).
     task_slots: int | None = None
     # Run the warm-up queries (fleet/provisioners/warmup.py) before it is reported ready.
     warm_up: bool = False
@@ -108,6 +112,10 @@ class LocalCluster:
     token: str
     workdir: Path
     exit_code: int | None = None
+    # Where its query-cost listener writes (fleet/query_costs.py); None: it runs without one.
+    costs_dir: Path | None = None
+    # Called once the JVM has exited (e.g. to remove its control group).
+    on_exit: Callable[[], None] | None = None
 
     @property
     def pid(self) -> int:
@@ -133,7 +141,13 @@ class LocalCluster:
     async def wait(self) -> int:
         """Wait for the JVM to exit; return its exit status (negative: killed by that signal)."""
         self.exit_code = await self.process.wait()
+        self._exited()
         return self.exit_code
+
+    def _exited(self) -> None:
+        if self.on_exit is not None:
+            on_exit, self.on_exit = self.on_exit, None
+            on_exit()
 
     async def stop(self, timeout_s: float) -> int:
         """SIGTERM the cluster's process group, then SIGKILL whatever is left after the timeout."""
@@ -146,6 +160,7 @@ class LocalCluster:
         # The JVM may be gone while Python workers of its group linger: kill the group regardless.
         signal_process_group(self.pid, signal.SIGKILL)
         self.exit_code = await self.process.wait()
+        self._exited()
         return self.exit_code
 
 
@@ -161,14 +176,34 @@ class LocalProvisioner:
 
     name = "local"
 
-    def __init__(self, data_dir: Path, start_timeout_s: float, stop_timeout_s: float) -> None:
+    def __init__(self, data_dir: Path, start_timeout_s: float, stop_timeout_s: float,
+                 groups: ClusterGroups | None = None) -> None:
         self._data_dir = data_dir
         self._start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._setpriv = shutil.which("setpriv")
-        self._taskset = shutil.which("taskset")
+        self._groups = groups
+        # The query-cost listener's classes by Spark version (None: it could not be built); one
+        # build per version, however many clusters start at once.
+        self._listeners: dict[str, asyncio.Task[Path | None]] = {}
 
-    def command(self, spec: ClusterSpec, grpc_port: int, ui_port: int, workdir: Path) -> list[str]:
+    async def _listener_for(self, runtime: Runtime) -> Path | None:
+        if runtime.version not in self._listeners:
+            self._listeners[runtime.version] = asyncio.get_running_loop().create_task(self._build_listener(runtime))
+        return await asyncio.shield(self._listeners[runtime.version])
+
+    @staticmethod
+    async def _build_listener(runtime: Runtime) -> Path | None:
+        try:
+            return await build_listener(runtime.spark_home, runtime.version)
+        except EnvironmentProblem as exc:
+            log.warning("clusters of Spark %s run without the query-cost listener, so workloads have no cost "
+                        "history (%s); install a JDK, e.g. apt-get install openjdk-17-jdk-headless", runtime.version, exc)
+            return None
+
+    def command(self, spec: ClusterSpec, grpc_port: int, ui_port: int, workdir: Path,
+                listener: Path | None = None) -> list[str]:
+        """The JVM's command line; ``listener``: the query-cost listener's classes, to run it."""
         conf = {
             "spark.connect.grpc.binding.address": LOOPBACK,
             "spark.connect.grpc.binding.port": str(grpc_port),
@@ -186,6 +221,8 @@ class LocalProvisioner:
             **spec.runtime.default_conf,
             **spec.spark_conf,
         }
+        if listener is not None:
+            conf.update(listener_conf(listener, workdir / "costs", conf))
         # The JVM's own temp files (Spark Connect artifacts, Hive session dirs, native libraries)
         # stay in the cluster's directory, so a killed cluster leaves nothing in the machine's /tmp.
         java_options = conf.get(_DRIVER_JAVA_OPTIONS, "")
@@ -193,8 +230,6 @@ class LocalProvisioner:
         cmd: list[str] = []
         if self._setpriv:
             cmd += [self._setpriv, "--pdeathsig", "KILL"]
-        if self._taskset and spec.cpus:
-            cmd += [self._taskset, "-c", ",".join(str(c) for c in spec.cpus)]
         cmd += [
             str(spec.runtime.spark_submit),
             "--class", SERVER_CLASS,
@@ -268,20 +303,31 @@ class LocalProvisioner:
 
     async def _launch(self, spec: ClusterSpec, token: str, workdir: Path) -> LocalCluster:
         grpc_port, ui_port = free_port(), free_port()
-        log = (workdir / "server.log").open("ab")
+        listener = await self._listener_for(spec.runtime)
+        log_file = (workdir / "server.log").open("ab")
         try:
             process = await asyncio.create_subprocess_exec(
-                *self.command(spec, grpc_port, ui_port, workdir),
+                *self.command(spec, grpc_port, ui_port, workdir, listener),
                 cwd=workdir,
                 env=self.environment(spec, token, workdir),
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
+                stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
-            log.close()
-        return LocalCluster(spec, process, grpc_port, ui_port, token, workdir)
+            log_file.close()
+        cluster = LocalCluster(spec, process, grpc_port, ui_port, token, workdir,
+                               costs_dir=workdir / "costs" if listener is not None else None)
+        if self._groups is not None:
+            groups = self._groups
+            try:
+                # Before the JVM starts its threads and workers: they inherit the group.
+                groups.join(spec.id, process.pid)
+                cluster.on_exit = lambda: groups.remove(spec.id)
+            except OSError as exc:
+                log.warning("cluster %s runs outside its control group: %s", spec.id, exc)
+        return cluster
 
     async def _until_ready(self, cluster: LocalCluster) -> None:
         probe = _readiness_probe()
