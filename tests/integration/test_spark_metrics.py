@@ -27,6 +27,8 @@ from sparkfleet.fleet.monitor import (
     running_jobs_of_operation,
     ui_base_url,
 )
+from sparkfleet.fleet.query_costs import CostLog, OperationCost, add_line, build_listener
+from sparkfleet.fleet.runtimes import installed_pyspark_runtime
 from sparkfleet.testing.direct import DirectServer
 from sparkfleet.fleet.provisioners.local import free_port
 from sparkfleet.fleet.provisioners.warmup import WARM_UP_QUERIES, execute_request, warm_up
@@ -38,7 +40,9 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[DirectServer]:
-    direct = DirectServer(cores=2, memory_mb=2048).start()
+    runtime = installed_pyspark_runtime()
+    listener = asyncio.run(build_listener(runtime.spark_home, runtime.version))
+    direct = DirectServer(cores=2, memory_mb=2048, listener=listener).start()
     try:
         yield direct
     finally:
@@ -114,6 +118,34 @@ def _endless_query(spark: Any, partitions: int) -> tuple[threading.Thread, list[
 
 
 # ---- the cost of one operation ------------------------------------------------------------------
+
+
+def test_the_clusters_own_listener_reports_what_the_rest_api_does(
+    server: DirectServer, spark: Any, operations: OperationIds, ui: str
+) -> None:
+    """The query-cost listener (what the gateway reads) against the Spark UI's REST API (what it
+    read before): the same jobs, stages, tasks, task time and bytes for a query with a shuffle."""
+    rows = 2_000_000
+    operation_id, _ = operations.of(
+        spark, lambda: spark.range(rows).groupBy((F.col("id") % 100).alias("k")).count().collect())
+    costs: dict[tuple[str, str], OperationCost] = {}
+    log = CostLog(server.costs_dir)
+
+    def ended() -> OperationCost | None:
+        for line in log.read_new():
+            add_line(costs, line)
+        cost = costs.get((spark.session_id, operation_id))
+        return cost if cost is not None and cost.ended else None
+
+    pushed = _until(ended, 30, "the listener's end line for the operation").metrics
+    rest = _run(fetch_query_metrics(ui, spark.session_id, operation_id))
+    assert rest is not None and rest.complete
+    assert (pushed.jobs, pushed.stages, pushed.tasks, pushed.failed_jobs) == (rest.jobs, rest.stages, rest.tasks, 0)
+    assert pushed.task_ms == rest.task_ms > 0
+    assert abs(pushed.cpu_ms - rest.cpu_ms) <= pushed.jobs  # nanoseconds rounded per job, not per query
+    assert pushed.peak_execution_memory == rest.peak_execution_memory
+    assert pushed.shuffle_bytes == rest.shuffle_bytes > 0
+    assert (pushed.input_records, pushed.spilled_bytes) == (rest.input_records, rest.spilled_bytes)
 
 
 def test_a_shuffle_query_reports_its_work(spark: Any, operations: OperationIds, ui: str) -> None:

@@ -1,9 +1,11 @@
 """ReleaseExecute(release_until) coalescing: acknowledged at once, the newest forwarded per operation.
 
-The stock client sends one partial release per response message. The cluster keeps at most its
-retry buffer of unreleased responses, so a late release costs nothing but that buffer: the gateway
-answers the client immediately and forwards only the newest position of each operation, one call
-in flight at a time.
+The stock client sends one partial release per response message (seven for a small query). The
+cluster keeps at most its retry buffer of unreleased responses (10 MiB by default), so a late
+release costs nothing but that buffer: the gateway answers the client immediately and forwards
+only the newest position of each operation, a second after it came and one call in flight at a
+time. A small query's release_all comes within that second and supersedes them: its partial
+releases never reach the cluster (each would cost a relayed RPC, ~0.4 ms of gateway CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sparkfleet.errors import SparkfleetError
 from sparkfleet.plan.wire import encode_string_field
 
 log = logging.getLogger(__name__)
+_PARTIAL_RELEASE_DELAY_S = 1.0
 
 ReleaseKey = tuple[str, str, str]  # (user id, session id, operation id)
 Send = Callable[[], Awaitable[bytes]]
@@ -51,6 +54,7 @@ class ReleaseCoalescer:
 
     async def _forward(self, key: ReleaseKey) -> None:
         try:
+            await asyncio.sleep(_PARTIAL_RELEASE_DELAY_S)
             while (send := self._pending.pop(key, None)) is not None:
                 try:
                     await send()
