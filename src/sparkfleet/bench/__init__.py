@@ -1,4 +1,4 @@
-"""``sparkfleet bench NAME``: speed goals measured side by side (gateway vs. direct, or fleet vs. fleet) in one run.
+"""``sparkfleet bench NAME``: speed goals measured side by side (the fleet vs. a plain Spark server, or fleet vs. fleet) in one run.
 
 Benchmarks are registered by name; each lives in its own module with ``run(argv) -> int`` and is
 imported only when asked for, so ``sparkfleet bench`` stays cheap to start.
@@ -24,12 +24,12 @@ BENCHMARKS = {
         Benchmark(
             "overhead",
             "sparkfleet.bench.overhead",
-            "added latency per small query and large-result throughput, gateway vs. direct",
+            "small-query latency, CPU per query, idle CPU and large-result throughput: the default fleet vs. a plain Spark Connect server",
         ),
         Benchmark(
             "config-rpc",
             "sparkfleet.bench.config_rpc",
-            "Config RPC throughput and latency with many concurrent clients, gateway vs. direct",
+            "Config RPC throughput and latency with 32 concurrent clients: the default fleet's gateway vs. a plain server",
         ),
         Benchmark(
             "faults",
