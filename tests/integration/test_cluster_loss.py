@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pyspark.errors import PySparkException
 
+from sparkfleet.fleet.cgroups import SYSFS_CGROUP
 from sparkfleet.testing.process import (
     FIXED_FLEET,
     SparkfleetProcess,
@@ -63,6 +64,10 @@ def test_next_query_after_a_kill_runs_elsewhere_with_the_session_state(pool, spa
     spark.sql("DECLARE VARIABLE offset_by INT DEFAULT 100")
     assert spark.sql("select sum(triple(id)) s from survivors").collect()[0].s == 135
     home = _records(pool, spark)[0]["cluster_id"]
+    group = None
+    if pool.api("/api/health")["cpu_isolation"].startswith("control groups"):
+        group = wait_until(lambda: (next(c for c in pool.api("/api/clusters?history=0") if c["id"] == home)
+                                    ["cpu_share"] or {}).get("group"), 30, what="the cluster's control group")
 
     _kill(pool, home)
 
@@ -75,6 +80,10 @@ def test_next_query_after_a_kill_runs_elsewhere_with_the_session_state(pool, spa
     wait_until(lambda: len(pool.ready_clusters()) == 2, 240, what="a replacement cluster")
     lost = next(c for c in pool.api("/api/clusters") if c["id"] == home)
     assert lost["state"] == "lost"
+    # Its control group went with it, though its Python workers were still exiting when the JVM
+    # was reaped (the group is removed at the next change at the latest: the replacement's start).
+    if group is not None:
+        assert not any((SYSFS_CGROUP / hierarchy / group.lstrip("/")).exists() for hierarchy in ("cpu", "cpuset", ""))
 
 
 def test_a_read_running_when_its_cluster_dies_is_re_run_without_an_error(pool, spark, tmp_path):

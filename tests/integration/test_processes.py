@@ -168,7 +168,7 @@ def test_a_cluster_whose_port_is_taken_before_it_binds_starts_again_on_fresh_por
 
         monkeypatch.setattr(local, "free_port", free_port_taken_first)
         provisioner = local.LocalProvisioner(tmp_path, start_timeout_s=180, stop_timeout_s=10)
-        spec = local.ClusterSpec("s-clash", SizeClass("S", 1, 1024), installed_pyspark_runtime(), cpus=())
+        spec = local.ClusterSpec("s-clash", SizeClass("S", 1, 1024), installed_pyspark_runtime())
         said: list[str] = []
 
         async def start_and_stop() -> tuple[int, int | None]:

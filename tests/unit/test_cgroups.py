@@ -88,6 +88,40 @@ def test_groups_a_killed_sparkfleet_left_behind_are_removed_at_the_next_start() 
     assert not stale.exists()
 
 
+@pytest.mark.skipif(not _V1_WRITABLE, reason="needs the cgroup v1 cpu hierarchy, writable (root)")
+def test_a_group_still_held_when_its_cluster_exits_is_removed_at_the_next_change_and_at_stop() -> None:
+    """A killed JVM's Python workers are still exiting when it is reaped: the kernel neither moves
+    an exiting process nor removes a group that holds one (EBUSY). A group inside the cluster's
+    group makes the kernel answer the same, for as long as the test wants."""
+    instance = f"sparkfleet-{os.getpid()}"
+    groups = ClusterGroups.open(os.sched_getaffinity(0), instance=instance)
+    first, second = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2))
+    held, later = SYSFS_CGROUP / "cpu" / instance / "c1", SYSFS_CGROUP / "cpu" / instance / "c2"
+    try:
+        groups.join("c1", first.pid)
+        (held / "exiting").mkdir()
+        first.kill()
+        first.wait()
+        groups.remove("c1")  # no error, nothing waited for: it is left for later
+        assert held.is_dir() and groups.group_of("c1") is None
+        (held / "exiting").rmdir()
+        groups.join("c2", second.pid)  # the next change removes it
+        assert not held.exists() and later.is_dir()
+        (later / "exiting").mkdir()
+        second.kill()
+        second.wait()
+        groups.remove("c2")
+        assert later.is_dir()
+        (later / "exiting").rmdir()  # gone by the time sparkfleet stops
+    finally:
+        for proc in (first, second):
+            proc.kill()
+            proc.wait()
+        groups.close()
+    assert not (SYSFS_CGROUP / "cpu" / instance).exists()
+    assert not (SYSFS_CGROUP / "cpuset" / instance).exists()
+
+
 def test_on_cgroup_v2_a_cluster_gets_a_weight_and_the_controllers_are_enabled_down_to_it(tmp_path: Path) -> None:
     # The unified hierarchy's files as the kernel shows them at its root (the kernel makes a new
     # group's files itself; here the writes create them, which is what is checked).

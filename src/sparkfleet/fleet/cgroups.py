@@ -11,10 +11,11 @@ in a group of its own under ``sparkfleet-<pid>``, this sparkfleet's group, in th
 - ``cpu.idle``: the group runs only on CPU time nothing else wants (batch-only clusters);
 - ``cpuset.cpus`` / ``cpuset.mems``: the CPUs the pool may use.
 
-Groups are removed when their cluster exits; groups a killed sparkfleet left behind are removed
-at the next start. Where the hierarchies are not writable (no root, a read-only mount),
-:meth:`ClusterGroups.open` raises :class:`GroupsUnavailable` with the reason and the caller runs
-clusters without groups.
+Groups are removed when their cluster exits (one its last processes still hold, e.g. Python
+workers exiting with a killed JVM, at the next change or at stop); groups a killed sparkfleet left
+behind are removed at the next start. Where the hierarchies are not writable (no root, a read-only
+mount), :meth:`ClusterGroups.open` raises :class:`GroupsUnavailable` with the reason and the caller
+runs clusters without groups.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import errno
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -32,6 +34,9 @@ SYSFS_CGROUP = Path("/sys/fs/cgroup")
 # cpu.shares of a group by default (v1); cpu.weight 100 is the same on v2.
 DEFAULT_SHARES = 1024
 _INSTANCE = re.compile(r"^sparkfleet-(\d+)$")
+# At stop, how long the groups of clusters just stopped may take to empty (their processes exiting).
+_CLOSE_ATTEMPTS = 100
+_CLOSE_RETRY_S = 0.02
 
 
 class GroupsUnavailable(Exception):
@@ -60,6 +65,8 @@ class ClusterGroups:
         self._cpus = cpus
         self._mems = mems
         self._groups: set[str] = set()
+        # Groups of exited clusters that processes still held when removed: removed at a later call.
+        self._leftovers: set[str] = set()
 
     # ---- opening ---------------------------------------------------------------------------------
 
@@ -121,6 +128,7 @@ class ClusterGroups:
 
     def join(self, cluster_id: str, pid: int) -> None:
         """Move ``pid`` (and its threads) into the cluster's group, creating it first."""
+        self._remove_leftovers()
         for h in self._hierarchies:
             group = h.root / self._instance / cluster_id
             if cluster_id not in self._groups:
@@ -157,18 +165,33 @@ class ClusterGroups:
         return f"/{self._instance}/{cluster_id}" if cluster_id in self._groups else None
 
     def remove(self, cluster_id: str) -> None:
-        """Remove the cluster's group once its processes are gone (stragglers move to the root)."""
+        """Remove the cluster's group once its JVM is gone (live stragglers move to the root). A
+        process still exiting holds the group and cannot be moved (measured: a killed JVM's Python
+        workers, exiting with it): such a group is removed at the next join, remove or close."""
         if cluster_id not in self._groups:
             return
         self._groups.discard(cluster_id)
-        for h in self._hierarchies:
-            _remove_group(h.root, h.root / self._instance / cluster_id)
+        self._leftovers.add(cluster_id)
+        self._remove_leftovers()
 
     def close(self) -> None:
         for cluster_id in list(self._groups):
             self.remove(cluster_id)
+        for _ in range(_CLOSE_ATTEMPTS):  # processes of clusters stopped just now may still be exiting
+            if not self._remove_leftovers():
+                break
+            time.sleep(_CLOSE_RETRY_S)
         for h in self._hierarchies:
-            _remove_group(h.root, h.root / self._instance)
+            for group in [h.root / self._instance / c for c in sorted(self._leftovers)] + [h.root / self._instance]:
+                if not _remove_group(h.root, group):
+                    log.warning("control group %s still holds processes; left in place", group)
+
+    def _remove_leftovers(self) -> bool:
+        """Remove the groups of exited clusters that nothing holds any more; True if some remain."""
+        for cluster_id in list(self._leftovers):
+            if all([_remove_group(h.root, h.root / self._instance / cluster_id) for h in self._hierarchies]):
+                self._leftovers.discard(cluster_id)
+        return bool(self._leftovers)
 
     def _remove_stale(self) -> None:
         """Groups of sparkfleets that no longer run (killed before they could remove theirs)."""
@@ -180,29 +203,32 @@ class ClusterGroups:
             for entry in entries:
                 match = _INSTANCE.match(entry.name)
                 if match and entry.is_dir() and not _alive(int(match[1])):
-                    for child in (c for c in entry.iterdir() if c.is_dir()):
-                        _remove_group(h.root, child)
-                    _remove_group(h.root, entry)
+                    for group in [c for c in entry.iterdir() if c.is_dir()] + [entry]:
+                        if not _remove_group(h.root, group):
+                            log.warning("control group %s still holds processes; left in place", group)
 
 
-def _remove_group(root: Path, group: Path) -> None:
-    if not group.is_dir():
-        return
-    for _ in range(3):
+def _remove_group(root: Path, group: Path) -> bool:
+    """Remove ``group``; False while processes (or groups) in it keep the kernel from it."""
+    for attempt in range(2):
+        if not group.is_dir():
+            return True
         try:
             group.rmdir()
-            return
+            return True
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 log.debug("could not remove control group %s: %s", group, exc)
-                return
-        # Processes still in it (a child that outlived the JVM): move them to the root first.
-        for pid in _read(group / "cgroup.procs").split():
-            try:
-                (root / "cgroup.procs").write_text(pid)
-            except OSError:
-                pass
-    log.warning("control group %s still holds processes; left in place", group)
+                return True  # nothing a later attempt would change
+        if attempt == 0:
+            # Processes still in it (a child that outlived the JVM): move them to the root first.
+            # The kernel skips a process that is exiting; it leaves the group once it is gone.
+            for pid in _read(group / "cgroup.procs").split():
+                try:
+                    (root / "cgroup.procs").write_text(pid)
+                except OSError:
+                    pass
+    return False
 
 
 def _read(path: Path) -> str:
