@@ -4,6 +4,8 @@ stops a cluster while a query runs on it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sparkfleet.testing.process import (
@@ -31,6 +33,12 @@ mode = "standard"
 idle_before_stop_s = 4
 min_lifetime_s = 2
 scale_out_after_s = 0
+
+# The default keeps one of two clusters free of batch work: the cluster started for a queued
+# batch query would then wait for interactive work, and a third be started. This test is about
+# scaling out for the query that waits, so the cluster started for it takes it.
+[placement]
+interactive_reserve_clusters = 0
 """
 
 
@@ -43,6 +51,25 @@ def _sleeping(spark, ms: int):  # type: ignore[no-untyped-def]
     return spark.range(1).selectExpr(f"reflect('java.lang.Thread', 'sleep', cast({ms} as bigint)) as slept", "id")
 
 
+def _held_until(spark, release: Path):  # type: ignore[no-untyped-def]
+    """A query that runs until ``release`` exists: it holds its cluster for as long as the test
+    needs, however fast a cluster starts (a Python UDF that looks for the file)."""
+    from pyspark.sql.functions import udf
+
+    path = str(release)
+
+    @udf("long")
+    def wait_for_release(x):  # type: ignore[no-untyped-def]
+        import os
+        import time
+
+        while not os.path.exists(path):
+            time.sleep(0.1)
+        return x
+
+    return spark.range(1).select(wait_for_release("id").alias("id"))
+
+
 def _relations(proc: SparkfleetProcess, spark) -> list[dict]:  # type: ignore[no-untyped-def]
     return [q for q in proc.api(f"/api/queries?session_id={spark.session_id}&limit=100") if q["kind"] == "relation"]
 
@@ -53,7 +80,7 @@ def _scaled_to_zero(proc: SparkfleetProcess) -> list[dict] | None:
     return rows if rows and not alive else None
 
 
-def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
+def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster(tmp_path):
     with SparkfleetProcess(POOL, name="sparkfleet-autoscaling") as pool:
         # Idle: the configured cluster is stopped, and its history says why.
         rows = wait_until(lambda: _scaled_to_zero(pool), 120, what="the idle fleet to scale to zero")
@@ -74,21 +101,27 @@ def test_standard_mode_scales_to_zero_and_back_and_never_stops_a_busy_cluster():
             assert ready["reason"].startswith("answered Spark Connect after")
 
             # Scale-out under queueing: a batch query takes the only cluster (a cluster runs one
-            # batch query at a time), so another session's batch query queues, and a cluster is
-            # started for it.
+            # batch query at a time) and holds it, so another session's batch query queues, a
+            # cluster is started for it, and it runs there.
             with spark_session(pool.url) as other:
                 for session in (spark, other):
                     session.conf.set("sparkfleet.profile", "batch")
-                long_one, long_box = run_in_thread(lambda: _sleeping(spark, 8000).collect())
-                [busy] = wait_until_running_on_cluster(pool, spark)
-                queued_one, queued_box = run_in_thread(lambda: _sleeping(other, 2000).collect())
+                release = tmp_path / "release"
+                long_one, long_box = run_in_thread(lambda: _held_until(spark, release).collect())
+                try:
+                    [long_id] = wait_until_running_on_cluster(pool, spark)
+                    busy = next(q for q in _relations(pool, spark) if q["id"] == long_id)["cluster_id"]
+                    queued_one, queued_box = run_in_thread(lambda: _sleeping(other, 2000).collect())
+                    queued_one.join(300)
+                finally:
+                    release.touch()
                 long_one.join(300)
-                queued_one.join(300)
                 assert long_box.get("result") and queued_box.get("result"), (long_box, queued_box)
                 [queued] = _relations(pool, other)
                 assert queued["cluster_id"] != busy
                 added = {c["id"]: c for c in _clusters(pool)}[queued["cluster_id"]]
                 assert "autoscaler: 1 query waiting" in added["history"][0]["reason"]
+                assert "standard mode scales out after 0s" in added["history"][0]["reason"]
                 spark.conf.unset("sparkfleet.profile")
 
             # A query running longer than the idle timeout keeps its cluster. It sleeps in the JVM,
